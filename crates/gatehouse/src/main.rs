@@ -1,1 +1,53 @@
-fn main() {}
+//! The `gatehouse` binary: argument parsing and wiring of the parts, nothing else.
+//!
+//! Each subcommand's arguments and `run` live in a module named for the part it drives;
+//! this file only lists them (DESIGN §2 is the contract).
+
+mod inspect;
+mod logging;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a token's header and claims, with its expiry in words (verifies nothing).
+    Decode(inspect::DecodeArgs),
+    /// Verify a token: exit 0 and print its claims, or print the reason code and exit 1.
+    Verify(inspect::VerifyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("gatehouse: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Decode(args) => inspect::decode(args),
+            Command::Verify(args) => inspect::verify(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("gatehouse: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
