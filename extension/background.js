@@ -1,0 +1,136 @@
+// The service worker: owns sign-in, the token cache and the API call, so they survive the popup
+// closing (it closes as soon as the sign-in window takes focus).
+//
+// The popup and options page talk to it with chrome.runtime messages ({ type: ... }); every
+// answer is `{ ok: true, ... }` or `{ ok: false, error: { code, message } }`, because Error
+// objects do not survive message passing.
+
+import { parseAuthResponse, buildAuthUrl, randomToken, describeLaunchError, SignInError } from './lib/oauth.js';
+import { cacheEntry, isUsable, TOKEN_CACHE_KEY } from './lib/token-cache.js';
+import { SETTINGS_KEY, withDefaults } from './lib/settings.js';
+import { describeApiResponse, describeNetworkError, parseBody } from './lib/api-result.js';
+
+// The last API result, so a popup reopened after a sign-in window shows what happened.
+const LAST_RESULT_KEY = 'lastResult';
+const API_TIMEOUT_MS = 15_000;
+
+// The token lives in storage.session: memory only, gone when the browser closes, and (by
+// default) out of reach of content scripts. It is the only credential the extension holds.
+const tokenStore = chrome.storage.session;
+
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+async function loadSettings() {
+  const { [SETTINGS_KEY]: stored } = await chrome.storage.local.get(SETTINGS_KEY);
+  return withDefaults(stored);
+}
+
+async function usableCachedToken(settings) {
+  const { [TOKEN_CACHE_KEY]: entry } = await tokenStore.get(TOKEN_CACHE_KEY);
+  const usable = isUsable(entry, { nowSeconds: nowSeconds(), ...settings });
+  return usable ? entry : null;
+}
+
+// One sign-in at a time: a second click while the window is open joins the first flow
+// instead of opening another window with its own nonce.
+let signInInFlight = null;
+
+function signIn(settings) {
+  signInInFlight ??= runSignIn(settings).finally(() => {
+    signInInFlight = null;
+  });
+  return signInInFlight;
+}
+
+async function runSignIn(settings) {
+  // The nonce and state exist only in this call's scope: nothing an attacker could read or
+  // preset in storage, and a response to an older request can never match them.
+  const redirectUri = chrome.identity.getRedirectURL();
+  const nonce = randomToken();
+  const state = randomToken();
+  const url = buildAuthUrl({ ...settings, redirectUri, nonce, state });
+  let responseUrl;
+  try {
+    responseUrl = await chrome.identity.launchWebAuthFlow({ url, interactive: true });
+  } catch (error) {
+    throw describeLaunchError(error);
+  }
+  if (!responseUrl) throw new SignInError('cancelled', 'Sign-in ended without an answer.');
+  const { idToken, claims } = parseAuthResponse(responseUrl, {
+    redirectUri, state, nonce, clientId: settings.clientId, nowSeconds: nowSeconds(),
+  });
+  const entry = cacheEntry(idToken, claims, settings);
+  await tokenStore.set({ [TOKEN_CACHE_KEY]: entry });
+  return entry;
+}
+
+/** A token to send now: the cached one while it is usable, else a new sign-in. */
+async function tokenForCall(settings) {
+  return (await usableCachedToken(settings)) ?? signIn(settings);
+}
+
+async function signOut() {
+  await tokenStore.remove([TOKEN_CACHE_KEY, LAST_RESULT_KEY]);
+}
+
+async function callApi(tabUrl) {
+  const settings = await loadSettings();
+  const entry = await tokenForCall(settings);
+  let result;
+  try {
+    const response = await fetch(settings.apiUrl, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${entry.idToken}`, 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify({ url: tabUrl }),
+      // Never follow a redirect with the token attached to somewhere else.
+      redirect: 'error',
+      signal: AbortSignal.timeout(API_TIMEOUT_MS),
+    });
+    const body = parseBody(await response.text(), response.headers.get('Content-Type'));
+    result = describeApiResponse({ status: response.status, body, wwwAuthenticate: response.headers.get('WWW-Authenticate') });
+  } catch (error) {
+    result = describeNetworkError(settings.apiUrl, error);
+  }
+  // A token the API refuses as invalid will not get better: drop it so the next call signs in.
+  if (result.signInAgain) await tokenStore.remove(TOKEN_CACHE_KEY);
+  const stored = { ...result, apiUrl: settings.apiUrl, tabUrl, at: Date.now() };
+  await tokenStore.set({ [LAST_RESULT_KEY]: stored });
+  return stored;
+}
+
+async function status() {
+  const settings = await loadSettings();
+  const entry = await usableCachedToken(settings);
+  const { [LAST_RESULT_KEY]: lastResult } = await tokenStore.get(LAST_RESULT_KEY);
+  return {
+    signedIn: entry !== null,
+    email: entry?.email ?? null,
+    exp: entry?.exp ?? null,
+    apiUrl: settings.apiUrl,
+    lastResult: lastResult ?? null,
+  };
+}
+
+const handlers = {
+  status: () => status(),
+  signIn: async () => {
+    const entry = await signIn(await loadSettings());
+    return { email: entry.email, exp: entry.exp };
+  },
+  signOut: async () => {
+    await signOut();
+    return {};
+  },
+  callApi: async (message) => ({ result: await callApi(message.url) }),
+};
+
+chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
+  // Only this extension's own pages may drive it (no externally_connectable, but be explicit).
+  if (sender.id !== chrome.runtime.id) return false;
+  const handler = handlers[message?.type];
+  if (!handler) return false;
+  handler(message)
+    .then((answer) => sendResponse({ ok: true, ...answer }))
+    .catch((error) => sendResponse({ ok: false, error: { code: error.code ?? 'internal', message: error.message ?? String(error) } }));
+  return true; // the answer comes asynchronously
+});
