@@ -1,0 +1,358 @@
+//! A cache of one issuer's key document, fetched over HTTP(S) off the hot path.
+//!
+//! - `Cache-Control: max-age` (minus `Age`) sets freshness, clamped to configured bounds;
+//! - ahead of expiry a background task refreshes, so requests never wait on a fetch while
+//!   usable keys exist;
+//! - fetches are single-flight: however many requests wait, one request goes out;
+//! - an unknown `kid` triggers at most one refetch per cooldown, so random kids cannot
+//!   cause a fetch storm;
+//! - when the key server fails, the last good keys keep serving for a bounded time;
+//! - documents and key counts are bounded.
+//!
+//! Time is the caller's `now` (Unix seconds), like everywhere in this crate.
+
+use crate::error::Error;
+use crate::keys::{KeyLimits, KeySet};
+use parking_lot::{Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Freshness when the server sends no usable `max-age`.
+    pub default_max_age: u64,
+    /// Lower bound on freshness (a server saying `max-age=0` must not make us fetch per request).
+    pub min_max_age: u64,
+    /// Upper bound on freshness (rotation must be noticed eventually).
+    pub max_max_age: u64,
+    /// Refresh in the background once this fraction of the freshness has passed.
+    pub refresh_ahead_fraction: f64,
+    /// How long past freshness the last good keys still serve while fetches fail.
+    pub max_stale: u64,
+    /// At most one refetch per this many seconds for kids we do not know.
+    pub unknown_kid_cooldown: u64,
+    /// After a failed fetch, wait this long before the next attempt.
+    pub failure_backoff: u64,
+    pub fetch_timeout: Duration,
+    pub limits: KeyLimits,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            default_max_age: 300,
+            min_max_age: 30,
+            max_max_age: 24 * 3600,
+            refresh_ahead_fraction: 0.8,
+            max_stale: 6 * 3600,
+            unknown_kid_cooldown: 30,
+            failure_backoff: 5,
+            fetch_timeout: Duration::from_secs(5),
+            limits: KeyLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Snapshot {
+    keys: Arc<KeySet>,
+    refresh_at: u64,
+    fresh_until: u64,
+    usable_until: u64,
+}
+
+/// The keys of one URL. Cheap to share (`Arc`); all methods take `&self`.
+pub struct JwksCache {
+    url: String,
+    http: reqwest::Client,
+    config: CacheConfig,
+    current: RwLock<Option<Arc<Snapshot>>>,
+    /// Bumped on every successful fetch; waiters use it to see that someone else fetched.
+    generation: AtomicU64,
+    fetch_lock: tokio::sync::Mutex<()>,
+    background_in_flight: AtomicBool,
+    last_failure: Mutex<Option<(u64, String)>>,
+    last_unknown_kid_fetch: AtomicU64,
+    fetches: AtomicU64,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache")
+            .field("url", &self.url)
+            .field("generation", &self.generation.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwksCache {
+    pub fn new(url: impl Into<String>, http: reqwest::Client, config: CacheConfig) -> Self {
+        JwksCache {
+            url: url.into(),
+            http,
+            config,
+            current: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            background_in_flight: AtomicBool::new(false),
+            last_failure: Mutex::new(None),
+            last_unknown_kid_fetch: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// How many fetches were attempted (for tests and metrics).
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.current.read().clone()
+    }
+
+    /// The keys to verify with at `now`: the cached set while usable (starting a background
+    /// refresh when it is due), else a fetch that this call waits for.
+    pub async fn keys(self: &Arc<Self>, now: u64) -> Result<Arc<KeySet>, Error> {
+        match self.snapshot() {
+            Some(s) if now < s.usable_until => {
+                if now >= s.refresh_at {
+                    self.refresh_in_background(now);
+                }
+                Ok(s.keys.clone())
+            }
+            _ => self.refresh_now(now).await,
+        }
+    }
+
+    /// Called when a token names a kid we lack: refetch, unless one happened within the
+    /// cooldown. Concurrent callers share one fetch.
+    pub async fn keys_for_unknown_kid(
+        self: &Arc<Self>,
+        kid: &str,
+        now: u64,
+    ) -> Result<Arc<KeySet>, Error> {
+        let seen = self.generation.load(Ordering::Acquire);
+        let _guard = self.fetch_lock.lock().await;
+        if self.generation.load(Ordering::Acquire) != seen {
+            if let Some(s) = self.snapshot() {
+                return Ok(s.keys.clone());
+            }
+        }
+        let last = self.last_unknown_kid_fetch.load(Ordering::Acquire);
+        if last != 0 && now < last.saturating_add(self.config.unknown_kid_cooldown) {
+            return Err(Error::UnknownKid {
+                kid: kid.chars().take(64).collect(),
+            });
+        }
+        self.last_unknown_kid_fetch
+            .store(now.max(1), Ordering::Release);
+        self.fetch_locked(now).await
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, now: u64) {
+        if self.in_failure_backoff(now) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self
+            .background_in_flight
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let this = Arc::clone(self);
+        handle.spawn(async move {
+            let seen = this.generation.load(Ordering::Acquire);
+            let _guard = this.fetch_lock.lock().await;
+            if this.generation.load(Ordering::Acquire) == seen {
+                if let Err(error) = this.fetch_locked(now).await {
+                    tracing::warn!(url = %this.url, %error, "background key refresh failed; serving cached keys");
+                }
+            }
+            this.background_in_flight.store(false, Ordering::Release);
+        });
+    }
+
+    fn in_failure_backoff(&self, now: u64) -> bool {
+        self.last_failure
+            .lock()
+            .as_ref()
+            .is_some_and(|(at, _)| now < at.saturating_add(self.config.failure_backoff))
+    }
+
+    /// Fetch while holding nothing: waits for an in-flight fetch, then fetches only if
+    /// that one did not already produce usable keys.
+    pub async fn refresh_now(self: &Arc<Self>, now: u64) -> Result<Arc<KeySet>, Error> {
+        let seen = self.generation.load(Ordering::Acquire);
+        let _guard = self.fetch_lock.lock().await;
+        if let Some(s) = self.snapshot() {
+            if self.generation.load(Ordering::Acquire) != seen && now < s.usable_until {
+                return Ok(s.keys.clone());
+            }
+        }
+        if self.in_failure_backoff(now) {
+            let reason = self
+                .last_failure
+                .lock()
+                .as_ref()
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default();
+            return Err(Error::KeysUnavailable { reason });
+        }
+        self.fetch_locked(now).await
+    }
+
+    /// Fetch and install. Callers hold `fetch_lock`.
+    async fn fetch_locked(&self, now: u64) -> Result<Arc<KeySet>, Error> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        match self.fetch(now).await {
+            Ok(snapshot) => {
+                let keys = snapshot.keys.clone();
+                tracing::debug!(url = %self.url, keys = keys.len(), fresh_until = snapshot.fresh_until, "fetched issuer keys");
+                *self.current.write() = Some(Arc::new(snapshot));
+                *self.last_failure.lock() = None;
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                Ok(keys)
+            }
+            Err(reason) => {
+                tracing::warn!(url = %self.url, %reason, "fetching issuer keys failed");
+                *self.last_failure.lock() = Some((now, reason.clone()));
+                // The last good keys still serve within their staleness bound.
+                match self.snapshot() {
+                    Some(s) if now < s.usable_until => Ok(s.keys.clone()),
+                    _ => Err(Error::KeysUnavailable { reason }),
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self, now: u64) -> Result<Snapshot, String> {
+        let limits = self.config.limits;
+        let mut response = self
+            .http
+            .get(&self.url)
+            .timeout(self.config.fetch_timeout)
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {}", without_url(&e)))?;
+        if !response.status().is_success() {
+            return Err(format!("key server answered {}", response.status()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|n| n > limits.max_document_bytes as u64)
+        {
+            return Err("key document too large".into());
+        }
+        let max_age = max_age(response.headers());
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("reading body failed: {}", without_url(&e)))?
+        {
+            if body.len() + chunk.len() > limits.max_document_bytes {
+                return Err("key document too large".into());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let keys = KeySet::from_document(&body, limits).map_err(|e| e.to_string())?;
+        let c = &self.config;
+        let fresh = max_age
+            .unwrap_or(c.default_max_age)
+            .clamp(c.min_max_age, c.max_max_age);
+        let ahead = (fresh as f64 * c.refresh_ahead_fraction.clamp(0.1, 1.0)) as u64;
+        Ok(Snapshot {
+            keys: Arc::new(keys),
+            refresh_at: now + ahead,
+            fresh_until: now + fresh,
+            usable_until: now + fresh + c.max_stale,
+        })
+    }
+}
+
+/// A fetch error for logs and `keys_unavailable` reasons: the kind and cause, without the
+/// URL's query (which may carry a key) and bounded in length.
+fn without_url(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut text = if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "transport error".to_owned()
+    };
+    if let Some(source) = e.source() {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+    }
+    text.truncate(200);
+    text
+}
+
+/// Freshness from `Cache-Control: max-age=N` minus `Age`; `no-store`/`no-cache` mean zero
+/// (then clamped up to the configured minimum).
+pub(crate) fn max_age(headers: &http::HeaderMap) -> Option<u64> {
+    let mut max_age = None;
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else { continue };
+        for directive in value.split(',') {
+            let directive = directive.trim();
+            let lower = directive.to_ascii_lowercase();
+            if lower == "no-store" || lower == "no-cache" {
+                return Some(0);
+            }
+            if let Some(n) = lower.strip_prefix("max-age=") {
+                max_age = n.trim_matches('"').parse::<u64>().ok();
+            }
+        }
+    }
+    let age = headers
+        .get(http::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    max_age.map(|m| m.saturating_sub(age))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn max_age_reads_cache_control_and_age() {
+        assert_eq!(
+            max_age(&headers(&[(
+                "cache-control",
+                "public, max-age=21421, must-revalidate, no-transform"
+            )])),
+            Some(21421)
+        );
+        assert_eq!(
+            max_age(&headers(&[("cache-control", "max-age=100"), ("age", "40")])),
+            Some(60)
+        );
+        assert_eq!(max_age(&headers(&[("cache-control", "no-store")])), Some(0));
+        assert_eq!(max_age(&headers(&[])), None);
+        assert_eq!(max_age(&headers(&[("cache-control", "max-age=abc")])), None);
+    }
+}

@@ -1,0 +1,446 @@
+//! The verifier: profiles, their keys, the verified-token cache, and every claim check.
+
+use crate::claims::Claims;
+use crate::error::Error;
+use crate::jwks::{CacheConfig, JwksCache};
+use crate::jws::{self, Compact};
+use crate::keys::KeySet;
+use crate::profile::{IssuerProfile, KeySource, ProfileKind};
+use std::fmt;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// A verified caller. Only [`Verifier::verify`] makes one; cloning is cheap.
+#[derive(Clone)]
+pub struct Identity(Arc<VerifiedToken>);
+
+struct VerifiedToken {
+    claims: Claims,
+    profile: Arc<str>,
+    kind: ProfileKind,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("profile", &self.0.profile)
+            .field("subject", &self.subject())
+            .field("email", &self.email())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    pub fn claims(&self) -> &Claims {
+        &self.0.claims
+    }
+    /// The name of the issuer profile that admitted the token (`google`, `firebase:P`, ...).
+    pub fn profile(&self) -> &str {
+        &self.0.profile
+    }
+    pub fn profile_kind(&self) -> &ProfileKind {
+        &self.0.kind
+    }
+    /// `sub`: the account id (Google), the uid (Firebase).
+    pub fn subject(&self) -> &str {
+        self.0.claims.subject().unwrap_or("")
+    }
+    pub fn email(&self) -> Option<&str> {
+        self.0.claims.email()
+    }
+    pub fn email_verified(&self) -> bool {
+        self.0.claims.email_verified()
+    }
+    pub fn issuer(&self) -> &str {
+        self.0.claims.issuer()
+    }
+    pub fn expires_at(&self) -> u64 {
+        self.0.claims.expires_at()
+    }
+    /// A verified email that belongs to a Google service account.
+    pub fn is_service_account(&self) -> bool {
+        self.email_verified()
+            && self
+                .email()
+                .is_some_and(|e| e.to_ascii_lowercase().ends_with(".gserviceaccount.com"))
+    }
+}
+
+enum Keys {
+    Static(Arc<KeySet>),
+    Cache(Arc<JwksCache>),
+    Discovery {
+        issuer: String,
+        cache: OnceCell<Arc<JwksCache>>,
+    },
+}
+
+struct Trusted {
+    profile: IssuerProfile,
+    name: Arc<str>,
+    keys: Keys,
+}
+
+/// Verifies tokens against one or more issuer profiles. Share it (`Arc`) across requests.
+pub struct Verifier {
+    trusted: Vec<Trusted>,
+    http: reqwest::Client,
+    cache_config: CacheConfig,
+    tokens: Option<quick_cache::sync::Cache<Box<str>, Identity>>,
+    max_token_bytes: usize,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field(
+                "profiles",
+                &self.trusted.iter().map(|t| &*t.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Verifier`].
+#[derive(Debug)]
+pub struct VerifierBuilder {
+    profiles: Vec<IssuerProfile>,
+    http: Option<reqwest::Client>,
+    cache_config: CacheConfig,
+    token_cache_capacity: usize,
+}
+
+/// The verifier could not be built from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    #[error("no issuer profile given")]
+    NoProfiles,
+    #[error("profile {0:?} accepts no audience; name at least one")]
+    NoAudience(String),
+    #[error("profiles {0:?} and {1:?} both claim issuer {2:?}")]
+    AmbiguousIssuer(String, String, String),
+    #[error("HTTP client could not be built: {0}")]
+    Http(String),
+}
+
+impl VerifierBuilder {
+    pub fn profile(mut self, profile: IssuerProfile) -> Self {
+        self.profiles.push(profile);
+        self
+    }
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+    pub fn cache_config(mut self, config: CacheConfig) -> Self {
+        self.cache_config = config;
+        self
+    }
+    /// Entries in the verified-token cache; 0 disables it.
+    pub fn token_cache_capacity(mut self, entries: usize) -> Self {
+        self.token_cache_capacity = entries;
+        self
+    }
+
+    pub fn build(self) -> Result<Verifier, BuildError> {
+        if self.profiles.is_empty() {
+            return Err(BuildError::NoProfiles);
+        }
+        for (i, a) in self.profiles.iter().enumerate() {
+            if a.audiences.is_empty() {
+                return Err(BuildError::NoAudience(a.name.clone()));
+            }
+            for b in &self.profiles[i + 1..] {
+                if let Some(iss) = a.issuers.iter().find(|iss| b.issuers.contains(iss)) {
+                    return Err(BuildError::AmbiguousIssuer(
+                        a.name.clone(),
+                        b.name.clone(),
+                        iss.clone(),
+                    ));
+                }
+            }
+        }
+        let http = match self.http {
+            Some(client) => client,
+            None => reqwest::Client::builder()
+                .user_agent(concat!("gatehouse-verify/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| BuildError::Http(e.to_string()))?,
+        };
+        let max_token_bytes = self
+            .profiles
+            .iter()
+            .map(|p| p.max_token_bytes)
+            .max()
+            .unwrap_or(crate::profile::DEFAULT_MAX_TOKEN_BYTES);
+        let trusted = self
+            .profiles
+            .into_iter()
+            .map(|profile| {
+                let keys = match &profile.keys {
+                    KeySource::Static(set) => Keys::Static(set.clone()),
+                    KeySource::Url(url) => Keys::Cache(Arc::new(JwksCache::new(
+                        url.clone(),
+                        http.clone(),
+                        self.cache_config.clone(),
+                    ))),
+                    KeySource::Discovery(issuer) => Keys::Discovery {
+                        issuer: issuer.clone(),
+                        cache: OnceCell::new(),
+                    },
+                };
+                Trusted {
+                    name: profile.name.as_str().into(),
+                    profile,
+                    keys,
+                }
+            })
+            .collect();
+        let tokens = (self.token_cache_capacity > 0)
+            .then(|| quick_cache::sync::Cache::new(self.token_cache_capacity));
+        Ok(Verifier {
+            trusted,
+            http,
+            cache_config: self.cache_config,
+            tokens,
+            max_token_bytes,
+        })
+    }
+}
+
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 16_384;
+
+impl Verifier {
+    pub fn builder() -> VerifierBuilder {
+        VerifierBuilder {
+            profiles: Vec::new(),
+            http: None,
+            cache_config: CacheConfig::default(),
+            token_cache_capacity: DEFAULT_TOKEN_CACHE_ENTRIES,
+        }
+    }
+
+    /// A verifier for one profile with default caches.
+    pub fn new(profile: IssuerProfile) -> Result<Self, BuildError> {
+        Verifier::builder().profile(profile).build()
+    }
+
+    /// The key caches this verifier fetches through (for metrics and tests).
+    pub fn key_caches(&self) -> Vec<Arc<JwksCache>> {
+        self.trusted
+            .iter()
+            .filter_map(|t| match &t.keys {
+                Keys::Cache(c) => Some(c.clone()),
+                Keys::Discovery { cache, .. } => cache.get().cloned(),
+                Keys::Static(_) => None,
+            })
+            .collect()
+    }
+
+    /// Verifies `token` at time `now` (Unix seconds): size, structure, header, the profile
+    /// named by `iss`, signature with that profile's key, then every claim.
+    pub async fn verify(&self, token: &str, now: u64) -> Result<Identity, Error> {
+        if token.len() > self.max_token_bytes {
+            return Err(Error::TooLarge {
+                size: token.len(),
+                max: self.max_token_bytes,
+            });
+        }
+        if let Some(cache) = &self.tokens {
+            if let Some(identity) = cache.get(token) {
+                // An entry never outlives its token: past `exp` it is verified afresh
+                // (which then applies the leeway, or refuses).
+                if now < identity.expires_at() {
+                    return Ok(identity);
+                }
+            }
+        }
+        let identity = self.verify_uncached(token, now).await?;
+        if let Some(cache) = &self.tokens {
+            if now < identity.expires_at() {
+                cache.insert(token.into(), identity.clone());
+            }
+        }
+        Ok(identity)
+    }
+
+    async fn verify_uncached(&self, token: &str, now: u64) -> Result<Identity, Error> {
+        let compact = Compact::split(token)?;
+        let header = jws::parse_header(compact.header)?;
+        // An ID token is a JWT; other typed JWS (`at+jwt` access tokens, logout tokens)
+        // must not pass as one.
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
+        {
+            return Err(crate::error::Malformed::HeaderShape.into());
+        }
+        let map = jws::parse_claims(compact.payload)?;
+        let claims = Claims::from_map(map)?;
+        // `iss` only selects which profile's keys to try; it is trusted after the signature.
+        let trusted = self
+            .trusted
+            .iter()
+            .find(|t| t.profile.issuers.iter().any(|i| i == claims.issuer()))
+            .ok_or_else(|| Error::WrongIssuer {
+                iss: claims.issuer().chars().take(128).collect(),
+            })?;
+        let profile = &trusted.profile;
+        if token.len() > profile.max_token_bytes {
+            return Err(Error::TooLarge {
+                size: token.len(),
+                max: profile.max_token_bytes,
+            });
+        }
+        if !profile.algorithms.contains(&header.alg) {
+            return Err(Error::BadAlgorithm {
+                alg: header.alg.jws_name().to_owned(),
+            });
+        }
+        let kid = header.kid.as_deref().ok_or(Error::MissingKid)?;
+        let keys = self.keys_for(trusted, kid, now).await?;
+        jws::verify_signature(&compact, &header, &keys, &profile.algorithms)?;
+        check_claims(profile, &claims, now)?;
+        Ok(Identity(Arc::new(VerifiedToken {
+            claims,
+            profile: trusted.name.clone(),
+            kind: profile.kind.clone(),
+        })))
+    }
+
+    async fn keys_for(&self, trusted: &Trusted, kid: &str, now: u64) -> Result<Arc<KeySet>, Error> {
+        let cache = match &trusted.keys {
+            Keys::Static(set) => return Ok(set.clone()),
+            Keys::Cache(cache) => cache,
+            Keys::Discovery { issuer, cache } => {
+                cache.get_or_try_init(|| self.discover(issuer)).await?
+            }
+        };
+        let keys = cache.keys(now).await?;
+        if keys.get(kid).is_some() {
+            return Ok(keys);
+        }
+        cache.keys_for_unknown_kid(kid, now).await
+    }
+
+    async fn discover(&self, issuer: &str) -> Result<Arc<JwksCache>, Error> {
+        let unavailable = |reason: String| Error::KeysUnavailable { reason };
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let response = self
+            .http
+            .get(&url)
+            .timeout(self.cache_config.fetch_timeout)
+            .send()
+            .await
+            .map_err(|_| unavailable(format!("discovery at {url} failed")))?;
+        if !response.status().is_success() {
+            return Err(unavailable(format!(
+                "discovery at {url} answered {}",
+                response.status()
+            )));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|_| unavailable("discovery body unreadable".into()))?;
+        if body.len() > self.cache_config.limits.max_document_bytes {
+            return Err(unavailable("discovery document too large".into()));
+        }
+        let doc = crate::json::parse_object(&body)
+            .map_err(|_| unavailable("discovery document is not a JSON object".into()))?;
+        // OIDC Discovery §4.3: the document's issuer must be exactly the one we asked.
+        if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
+            return Err(unavailable(
+                "discovery document names another issuer".into(),
+            ));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| unavailable("discovery document has no jwks_uri".into()))?;
+        Ok(Arc::new(JwksCache::new(
+            jwks_uri,
+            self.http.clone(),
+            self.cache_config.clone(),
+        )))
+    }
+}
+
+/// Every claim rule of the profile, at `now`.
+pub(crate) fn check_claims(
+    profile: &IssuerProfile,
+    claims: &Claims,
+    now: u64,
+) -> Result<(), Error> {
+    let leeway = profile.leeway;
+    if !profile.issuers.iter().any(|i| i == claims.issuer()) {
+        return Err(Error::WrongIssuer {
+            iss: claims.issuer().chars().take(128).collect(),
+        });
+    }
+    if !claims
+        .audiences()
+        .iter()
+        .any(|a| profile.audiences.iter().any(|ok| ok == a))
+    {
+        return Err(Error::WrongAudience);
+    }
+    let exp = claims.expires_at();
+    if now >= exp.saturating_add(leeway) {
+        return Err(Error::Expired { now, exp, leeway });
+    }
+    if let Some(nbf) = claims.not_before() {
+        if nbf > now.saturating_add(leeway) {
+            return Err(Error::NotYetValid { now, nbf, leeway });
+        }
+    }
+    match claims.issued_at() {
+        Some(iat) if iat > now.saturating_add(leeway) => {
+            return Err(Error::IssuedInFuture { now, iat, leeway });
+        }
+        None if profile.require_iat => return Err(Error::MissingClaim { claim: "iat" }),
+        _ => {}
+    }
+    if let (Some(max), Some(iat)) = (profile.max_lifetime, claims.issued_at()) {
+        let lifetime = exp.saturating_sub(iat);
+        if lifetime > max {
+            return Err(Error::LifetimeTooLong { lifetime, max });
+        }
+    }
+    if profile.require_sub && claims.subject().is_none_or(str::is_empty) {
+        return Err(Error::MissingClaim { claim: "sub" });
+    }
+    if let ProfileKind::Firebase { .. } = &profile.kind {
+        let sub = claims.subject().unwrap_or("");
+        if sub.is_empty() || sub.len() > 128 {
+            return Err(Error::InvalidClaim {
+                claim: "sub",
+                why: "Firebase uid must be 1 to 128 characters",
+            });
+        }
+        match claims.get("auth_time") {
+            None => return Err(Error::MissingClaim { claim: "auth_time" }),
+            Some(v) => {
+                let auth_time = v.as_u64().ok_or(Error::InvalidClaim {
+                    claim: "auth_time",
+                    why: "not a NumericDate",
+                })?;
+                if auth_time > now.saturating_add(leeway) {
+                    return Err(Error::InvalidClaim {
+                        claim: "auth_time",
+                        why: "in the future",
+                    });
+                }
+            }
+        }
+    }
+    if profile.require_email_verified && !(claims.email().is_some() && claims.email_verified()) {
+        return Err(Error::EmailUnverified);
+    }
+    Ok(())
+}
