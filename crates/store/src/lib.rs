@@ -1,0 +1,710 @@
+//! Storage shared by Gatehouse's stateful parts: one [`Store`] over SQLite (the default, a
+//! file under a data directory) or PostgreSQL (for several replicas), with migrations given
+//! by the caller and a deliberately small, dynamically typed query API.
+//!
+//! Why dynamic values instead of sqlx's generic `Database` machinery: callers write one SQL
+//! string (`$1`-style placeholders work in both engines) and bind a handful of integers,
+//! strings and blobs; a generic layer would cost more code than the queries it serves.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`, so a write that has been acknowledged
+//! survives a crash or power loss.
+
+use futures_util::TryStreamExt as _;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Rows a single query may return; a query that needs more is a bug, not a workload.
+pub const MAX_ROWS: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("unsupported database URL (expected sqlite:... or postgres://...)")]
+    UnsupportedUrl,
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration {component}/{version} ({description}) failed: {source}")]
+    Migration {
+        component: String,
+        version: i64,
+        description: String,
+        source: sqlx::Error,
+    },
+    #[error("the database has migration {component}/{version}, newer than this program knows")]
+    NewerSchema { component: String, version: i64 },
+    #[error("column {index}: expected {expected}, found {found}")]
+    Column {
+        index: usize,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("query returned more than {MAX_ROWS} rows")]
+    TooManyRows,
+}
+
+/// Which engine a [`Store`] talks to, for the rare query whose SQL differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One schema change, written once per engine (types differ: `BLOB`/`BYTEA`, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub description: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
+
+/// A bound parameter or a column value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl fmt::Debug for Value {
+    // Values are often secrets (hashes, keys); show only their shape.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("Null"),
+            Value::Int(_) => f.write_str("Int(..)"),
+            Value::Text(s) => write!(f, "Text(<{} bytes>)", s.len()),
+            Value::Bytes(b) => write!(f, "Bytes(<{} bytes>)", b.len()),
+        }
+    }
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Int(_) => "integer",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(v)
+    }
+}
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value::Bytes(v.to_vec())
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// One result row, columns in `SELECT` order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    fn col(&self, index: usize) -> Result<&Value, StoreError> {
+        self.0.get(index).ok_or(StoreError::Column {
+            index,
+            expected: "a column",
+            found: "end of row",
+        })
+    }
+
+    pub fn int(&self, index: usize) -> Result<i64, StoreError> {
+        match self.col(index)? {
+            Value::Int(v) => Ok(*v),
+            other => Err(StoreError::Column {
+                index,
+                expected: "integer",
+                found: other.kind(),
+            }),
+        }
+    }
+
+    pub fn text(&self, index: usize) -> Result<String, StoreError> {
+        match self.col(index)? {
+            Value::Text(v) => Ok(v.clone()),
+            other => Err(StoreError::Column {
+                index,
+                expected: "text",
+                found: other.kind(),
+            }),
+        }
+    }
+
+    pub fn opt_text(&self, index: usize) -> Result<Option<String>, StoreError> {
+        match self.col(index)? {
+            Value::Null => Ok(None),
+            _ => self.text(index).map(Some),
+        }
+    }
+
+    pub fn opt_int(&self, index: usize) -> Result<Option<i64>, StoreError> {
+        match self.col(index)? {
+            Value::Null => Ok(None),
+            _ => self.int(index).map(Some),
+        }
+    }
+
+    pub fn bytes(&self, index: usize) -> Result<Vec<u8>, StoreError> {
+        match self.col(index)? {
+            Value::Bytes(v) => Ok(v.clone()),
+            other => Err(StoreError::Column {
+                index,
+                expected: "bytes",
+                found: other.kind(),
+            }),
+        }
+    }
+
+    pub fn bool(&self, index: usize) -> Result<bool, StoreError> {
+        self.int(index).map(|v| v != 0)
+    }
+}
+
+/// A statement for [`Store::transaction`].
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Value>,
+}
+
+impl Statement {
+    pub fn new(sql: impl Into<String>, params: Vec<Value>) -> Self {
+        Statement {
+            sql: sql.into(),
+            params,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A connection pool to SQLite or PostgreSQL. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    /// Where it points, without credentials, for logs.
+    label: String,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .field("at", &self.label)
+            .finish()
+    }
+}
+
+/// A URL with any password replaced, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://<credentials>@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// SQLite file `file_name` under `dir` (created if missing).
+    pub async fn open_data_dir(dir: &Path, file_name: &str) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Store::open_sqlite_file(&dir.join(file_name)).await
+    }
+
+    /// A SQLite database file, created if missing; WAL + `synchronous=FULL`.
+    pub async fn open_sqlite_file(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+            label: path.display().to_string(),
+        })
+    }
+
+    /// A private in-memory SQLite database (one connection), for tests.
+    pub async fn open_sqlite_memory() -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+            label: ":memory:".into(),
+        })
+    }
+
+    /// `postgres://...`/`postgresql://...`, or `sqlite:PATH`.
+    pub async fn open_url(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Ok(Store {
+                pool: Pool::Postgres(pool),
+                label: redact(url),
+            })
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or(url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() || path == ":memory:" {
+                return Store::open_sqlite_memory().await;
+            }
+            Store::open_sqlite_file(Path::new(path)).await
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the `component`'s migrations not yet applied, in version order, each in its
+    /// own transaction. Several processes may start at once: PostgreSQL serialises them with
+    /// an advisory lock, SQLite with its write lock.
+    pub async fn migrate(
+        &self,
+        component: &str,
+        migrations: &[Migration],
+    ) -> Result<(), StoreError> {
+        let mut sorted: Vec<&Migration> = migrations.iter().collect();
+        sorted.sort_by_key(|m| m.version);
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                sqlx::raw_sql(
+                    "CREATE TABLE IF NOT EXISTS gatehouse_migrations (
+                        component TEXT NOT NULL, version INTEGER NOT NULL,
+                        description TEXT NOT NULL, PRIMARY KEY (component, version))",
+                )
+                .execute(&mut *conn)
+                .await?;
+                for m in sorted {
+                    // BEGIN IMMEDIATE takes the write lock first, so the check and the
+                    // change cannot interleave with another process's.
+                    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                    let result = async {
+                        let done: Option<(i64,)> = sqlx::query_as(
+                            "SELECT version FROM gatehouse_migrations WHERE component = $1 AND version = $2",
+                        )
+                        .bind(component)
+                        .bind(m.version)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        if done.is_none() {
+                            sqlx::raw_sql(m.sqlite).execute(&mut *conn).await?;
+                            sqlx::query(
+                                "INSERT INTO gatehouse_migrations (component, version, description) VALUES ($1, $2, $3)",
+                            )
+                            .bind(component)
+                            .bind(m.version)
+                            .bind(m.description)
+                            .execute(&mut *conn)
+                            .await?;
+                        }
+                        Ok::<(), sqlx::Error>(())
+                    }
+                    .await;
+                    match result {
+                        Ok(()) => {
+                            sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+                        }
+                        Err(source) => {
+                            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                            return Err(migration_error(component, m, source));
+                        }
+                    }
+                }
+                check_not_newer_sqlite(&mut conn, component, migrations).await
+            }
+            Pool::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                // One lock id for all Gatehouse migrations.
+                sqlx::query("SELECT pg_advisory_lock(7243190411)")
+                    .execute(&mut *conn)
+                    .await?;
+                let result = async {
+                    sqlx::raw_sql(
+                        "CREATE TABLE IF NOT EXISTS gatehouse_migrations (
+                            component TEXT NOT NULL, version BIGINT NOT NULL,
+                            description TEXT NOT NULL, PRIMARY KEY (component, version))",
+                    )
+                    .execute(&mut *conn)
+                    .await?;
+                    for m in sorted {
+                        let done: Option<(i64,)> = sqlx::query_as(
+                            "SELECT version FROM gatehouse_migrations WHERE component = $1 AND version = $2",
+                        )
+                        .bind(component)
+                        .bind(m.version)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        if done.is_some() {
+                            continue;
+                        }
+                        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                        let applied = async {
+                            sqlx::raw_sql(m.postgres).execute(&mut *tx).await?;
+                            sqlx::query(
+                                "INSERT INTO gatehouse_migrations (component, version, description) VALUES ($1, $2, $3)",
+                            )
+                            .bind(component)
+                            .bind(m.version)
+                            .bind(m.description)
+                            .execute(&mut *tx)
+                            .await?;
+                            Ok::<(), sqlx::Error>(())
+                        }
+                        .await;
+                        match applied {
+                            Ok(()) => tx.commit().await?,
+                            Err(source) => {
+                                let _ = tx.rollback().await;
+                                return Err(migration_error(component, m, source));
+                            }
+                        }
+                    }
+                    let newest: Option<(Option<i64>,)> = sqlx::query_as(
+                        "SELECT MAX(version) FROM gatehouse_migrations WHERE component = $1",
+                    )
+                    .bind(component)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    check_newest(component, migrations, newest.and_then(|n| n.0))
+                }
+                .await;
+                let _ = sqlx::query("SELECT pg_advisory_unlock(7243190411)")
+                    .execute(&mut *conn)
+                    .await;
+                result
+            }
+        }
+    }
+
+    /// Runs one statement; returns the number of rows it changed.
+    pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => bind_sqlite(sql, params)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Pool::Postgres(pool) => bind_pg(sql, params).execute(pool).await?.rows_affected(),
+        })
+    }
+
+    /// Runs a query expected to return at most one row.
+    pub async fn fetch_optional(
+        &self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Option<Row>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => bind_sqlite(sql, params)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| sqlite_row(&r))
+                .transpose(),
+            Pool::Postgres(pool) => bind_pg(sql, params)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| pg_row(&r))
+                .transpose(),
+        }
+    }
+
+    /// Runs a query and collects its rows (at most [`MAX_ROWS`]).
+    pub async fn fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let mut rows = Vec::new();
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut stream = bind_sqlite(sql, params).fetch(pool);
+                while let Some(r) = stream.try_next().await? {
+                    if rows.len() >= MAX_ROWS {
+                        return Err(StoreError::TooManyRows);
+                    }
+                    rows.push(sqlite_row(&r)?);
+                }
+            }
+            Pool::Postgres(pool) => {
+                let mut stream = bind_pg(sql, params).fetch(pool);
+                while let Some(r) = stream.try_next().await? {
+                    if rows.len() >= MAX_ROWS {
+                        return Err(StoreError::TooManyRows);
+                    }
+                    rows.push(pg_row(&r)?);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Runs the statements in one transaction: all or nothing. Returns each one's count of
+    /// changed rows. When `expect_changes` is set, a statement that changes no row aborts
+    /// the transaction and the call answers `Ok(None)` (e.g. "consume this code once").
+    pub async fn transaction(
+        &self,
+        statements: &[Statement],
+        expect_changes: bool,
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        let mut counts = Vec::with_capacity(statements.len());
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for s in statements {
+                    let n = bind_sqlite(&s.sql, &s.params)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if expect_changes && n == 0 {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                    counts.push(n);
+                }
+                tx.commit().await?;
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for s in statements {
+                    let n = bind_pg(&s.sql, &s.params)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if expect_changes && n == 0 {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                    counts.push(n);
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(Some(counts))
+    }
+
+    /// Closes the pool, waiting for connections to finish (SQLite checkpoints its WAL).
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+fn migration_error(component: &str, m: &Migration, source: sqlx::Error) -> StoreError {
+    StoreError::Migration {
+        component: component.to_owned(),
+        version: m.version,
+        description: m.description.to_owned(),
+        source,
+    }
+}
+
+fn check_newest(
+    component: &str,
+    migrations: &[Migration],
+    newest: Option<i64>,
+) -> Result<(), StoreError> {
+    let known = migrations.iter().map(|m| m.version).max();
+    match (newest, known) {
+        (Some(newest), Some(known)) if newest > known => Err(StoreError::NewerSchema {
+            component: component.to_owned(),
+            version: newest,
+        }),
+        _ => Ok(()),
+    }
+}
+
+async fn check_not_newer_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    component: &str,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    let newest: Option<(Option<i64>,)> =
+        sqlx::query_as("SELECT MAX(version) FROM gatehouse_migrations WHERE component = $1")
+            .bind(component)
+            .fetch_optional(&mut *conn)
+            .await?;
+    check_newest(component, migrations, newest.and_then(|n| n.0))
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_sqlite<'q>(sql: &'q str, params: &[Value]) -> SqliteQuery<'q> {
+    let mut q = sqlx::query(sql);
+    for p in params {
+        q = match p {
+            Value::Null => q.bind(None::<i64>),
+            Value::Int(v) => q.bind(*v),
+            Value::Text(v) => q.bind(v.clone()),
+            Value::Bytes(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+fn bind_pg<'q>(sql: &'q str, params: &[Value]) -> PgQuery<'q> {
+    let mut q = sqlx::query(sql);
+    for p in params {
+        q = match p {
+            Value::Null => q.bind(None::<i64>),
+            Value::Int(v) => q.bind(*v),
+            Value::Text(v) => q.bind(v.clone()),
+            Value::Bytes(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+fn sqlite_row(row: &SqliteRow) -> Result<Row, StoreError> {
+    let mut out = Vec::with_capacity(row.columns().len());
+    for i in 0..row.columns().len() {
+        let raw = row.try_get_raw(i)?;
+        if raw.is_null() {
+            out.push(Value::Null);
+            continue;
+        }
+        // SQLite reports the value's storage class, whatever the column was declared as.
+        let ty = raw.type_info().name().to_owned();
+        out.push(match ty.as_str() {
+            "INTEGER" | "BOOLEAN" | "INT8" | "BIGINT" => Value::Int(row.try_get_unchecked(i)?),
+            "TEXT" => Value::Text(row.try_get_unchecked(i)?),
+            "BLOB" => Value::Bytes(row.try_get_unchecked(i)?),
+            "REAL" => Value::Int(row.try_get_unchecked::<f64, _>(i)? as i64),
+            _ => {
+                return Err(StoreError::Column {
+                    index: i,
+                    expected: "integer, text or blob",
+                    found: "another type",
+                });
+            }
+        });
+    }
+    Ok(Row(out))
+}
+
+fn pg_row(row: &PgRow) -> Result<Row, StoreError> {
+    let mut out = Vec::with_capacity(row.columns().len());
+    for i in 0..row.columns().len() {
+        let raw = row.try_get_raw(i)?;
+        if raw.is_null() {
+            out.push(Value::Null);
+            continue;
+        }
+        let ty = raw.type_info().name().to_owned();
+        out.push(match ty.as_str() {
+            "INT8" => Value::Int(row.try_get(i)?),
+            "INT4" => Value::Int(i64::from(row.try_get::<i32, _>(i)?)),
+            "INT2" => Value::Int(i64::from(row.try_get::<i16, _>(i)?)),
+            "BOOL" => Value::Int(i64::from(row.try_get::<bool, _>(i)?)),
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Value::Text(row.try_get(i)?),
+            "BYTEA" => Value::Bytes(row.try_get(i)?),
+            _ => {
+                return Err(StoreError::Column {
+                    index: i,
+                    expected: "integer, text or bytea",
+                    found: "another type",
+                });
+            }
+        });
+    }
+    Ok(Row(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_credentials() {
+        assert_eq!(
+            redact("postgres://u:secret@db:5432/x"),
+            "postgres://<credentials>@db:5432/x"
+        );
+        assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+    }
+
+    #[test]
+    fn value_debug_hides_content() {
+        let v = Value::Text("secret".into());
+        assert!(!format!("{v:?}").contains("secret"));
+    }
+}
