@@ -51,7 +51,9 @@ async function busy(action) {
   try {
     await action();
   } catch (error) {
-    showResult('error', { title: 'Sign-in failed', detail: error.message });
+    // The worker reports API answers as results; what arrives here is a sign-in that failed,
+    // or the worker itself failing ('internal').
+    showResult('error', { title: error.code === 'internal' ? 'Something went wrong' : 'Sign-in failed', detail: error.message });
   } finally {
     buttons.forEach((b) => { b.disabled = false; });
     await refresh().catch(() => {});

@@ -16,7 +16,7 @@
 // GATEHOUSE_BROWSER_HEADFUL=1, which opens real windows (scripts/test wraps the suite in
 // xvfb-run when there is no DISPLAY).
 
-import { test, after } from 'node:test';
+import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
@@ -43,9 +43,11 @@ const TOKEN_CACHE_KEY = 'idTokenCache';
 const EMULATOR = 'http://127.0.0.1:9099';
 const GATEWAY = 'http://127.0.0.1:8080';
 
+// What a test started (browsers, servers, gatehouse processes, directories), undone after it,
+// newest first, so the next test finds the ports free.
 const cleanups = [];
-after(async () => {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()().catch(() => {});
 });
 
 function scratchDir(prefix) {
@@ -316,9 +318,10 @@ async function withStandIns() {
   return { idp, api, context, worker, id, tab, popup };
 }
 
+/** Signs in by choosing `email` on the sign-in page (the stand-in's or the emulator's chooser). */
 async function signInAs(context, popup, email, button = '#sign-in') {
   const authPage = await startSignIn(context, popup, button);
-  await authPage.getByText(email, { exact: true }).click();
+  await authPage.getByText(email).first().click();
   return authPage;
 }
 
@@ -374,7 +377,7 @@ test('stand-ins: a token within 5 minutes of expiry leads to a new sign-in', { t
   await ageCachedToken(worker, 240);
   await tab.bringToFront();
   const authPage = await startSignIn(context, popup, '#call-api');
-  await authPage.getByText('alice@example.com', { exact: true }).click();
+  await authPage.getByText('alice@example.com').first().click();
   const result = await settledResult(popup);
   assert.equal(result.state, 'ok', JSON.stringify(result));
   assert.equal(idp.requests.length, 2);
@@ -450,30 +453,36 @@ test('stand-ins: an unreachable API is a network error; an unreadable tab is exp
 // ---------------------------------------------------------------------------------------------
 // 3. The real system
 
-/** Subcommands `$GATEHOUSE_BIN --help` lists, or why it could not be asked. */
+/**
+ * Subcommands `$GATEHOUSE_BIN --help` lists (clap's "Commands:" section), or null when there
+ * is no binary to ask: then the tests run and fail on that, as scripts/test builds it first.
+ */
 function gatehouseSubcommands() {
-  if (!existsSync(GATEHOUSE_BIN)) return { why: `no gatehouse binary at ${GATEHOUSE_BIN} (set GATEHOUSE_BIN)` };
+  if (!existsSync(GATEHOUSE_BIN)) return null;
   const help = spawnSync(GATEHOUSE_BIN, ['--help'], { encoding: 'utf8' });
-  if (help.status !== 0) return { why: `${GATEHOUSE_BIN} --help failed: ${help.stderr}` };
   const commands = new Set();
   let inCommands = false;
-  for (const line of help.stdout.split('\n')) {
+  for (const line of (help.stdout ?? '').split('\n')) {
     if (/^\S.*:$/.test(line)) inCommands = /^Commands:$/i.test(line.trim());
     const match = inCommands && /^ {2}([a-z][a-z0-9-]*)\b/.exec(line);
     if (match) commands.add(match[1]);
   }
-  return { commands };
+  return commands;
 }
 
-/** `false` (run) or the reason to skip: only a missing subcommand is a reason. */
+/** `false` (run) or the reason to skip: a subcommand the help does not list is the only one. */
 function skipUnless(...needed) {
-  const { commands, why } = gatehouseSubcommands();
-  if (why) return why;
+  const commands = gatehouseSubcommands();
+  if (commands === null) return false;
   const missing = needed.filter((c) => !commands.has(c));
   if (missing.length === 0) return false;
-  const reason = `\`gatehouse --help\` does not list ${missing.join(', ')} yet (DESIGN §2)`;
-  console.log(`# SKIP extension full flow: ${reason}`);
+  const reason = `\`${GATEHOUSE_BIN} --help\` does not list ${missing.join(', ')} yet (DESIGN §2)`;
+  console.log(`note: extension full-flow test skipped: ${reason}`);
   return reason;
+}
+
+function assertGatehouseBinary() {
+  assert.ok(existsSync(GATEHOUSE_BIN), `no gatehouse binary at ${GATEHOUSE_BIN}: \`cargo build --bin gatehouse\` or set GATEHOUSE_BIN`);
 }
 
 async function portIsFree(port) {
@@ -484,7 +493,7 @@ async function portIsFree(port) {
   });
 }
 
-/** Starts `gatehouse ARGS...`; stops it (SIGTERM, then SIGKILL) at the end of the file. */
+/** Starts `gatehouse ARGS...`; stops it (SIGTERM, then SIGKILL) after the test. */
 function startGatehouse(args) {
   const child = spawn(GATEHOUSE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const output = [];
@@ -528,6 +537,7 @@ test('gatehouse up: sign in on the emulator\'s page, call the secure endpoint th
   timeout: 180_000,
   skip: skipUnless('up'),
 }, async () => {
+  assertGatehouseBinary();
   await requireFreePorts();
   const up = startGatehouse(['up', '--data', scratchDir('gatehouse-up-')]);
   await waitReady(up, [`${EMULATOR}/.well-known/openid-configuration`, `${GATEWAY}/_gatehouse/healthz`]);
@@ -566,6 +576,7 @@ test('gatehouse proxy: a signed-in user the policy does not name gets a 403, sho
   timeout: 180_000,
   skip: skipUnless('idp', 'proxy', 'token'),
 }, async () => {
+  assertGatehouseBinary();
   await requireFreePorts();
   // The upstream behind the gateway: echoes the identity headers the gateway adds.
   const upstream = { hits: 0 };
