@@ -1,0 +1,134 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+//! `gatehouse decode` and `gatehouse verify` as a user runs them: the real binary against a
+//! real key server.
+
+use gatehouse_verify::SigningKey;
+use serde_json::json;
+use std::process::Command;
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn serve_keys(key: &SigningKey) -> String {
+    let doc = json!({"keys": [key.public_jwk().unwrap()]}).to_string();
+    let app = axum::Router::new().route(
+        "/certs",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { ([("content-type", "application/json")], doc) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/certs")
+}
+
+fn token(key: &SigningKey, aud: &str, exp: u64) -> String {
+    key.sign_jwt(&json!({
+        "iss": "https://accounts.google.com", "aud": aud, "sub": "1234567890",
+        "email": "alice@example.com", "email_verified": true,
+        "iat": exp - 3600, "exp": exp,
+    }))
+    .unwrap()
+}
+
+fn gatehouse(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_accepts_a_good_token_and_names_the_reason_for_a_bad_one() {
+    let key = SigningKey::generate_rs256("k1").unwrap();
+    let jwks = serve_keys(&key).await;
+    let good = token(&key, "https://svc.example", now() + 3600);
+
+    let (code, stdout, _) = tokio::task::spawn_blocking({
+        let (good, jwks) = (good.clone(), jwks.clone());
+        move || {
+            gatehouse(&[
+                "verify",
+                &good,
+                "--jwks",
+                &jwks,
+                "--audience",
+                "https://svc.example",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(out["claims"]["email"], "alice@example.com");
+    assert_eq!(out["profile"], "google");
+
+    let cases = [
+        (good.clone(), "https://other.example", "wrong_audience"),
+        (
+            token(&key, "https://svc.example", now() - 120),
+            "https://svc.example",
+            "expired",
+        ),
+        // Same kid, another key: what a forger without the private key produces.
+        (
+            token(
+                &SigningKey::generate_rs256("k1").unwrap(),
+                "https://svc.example",
+                now() + 3600,
+            ),
+            "https://svc.example",
+            "bad_signature",
+        ),
+        ("not-a-token".to_owned(), "https://svc.example", "malformed"),
+    ];
+    for (tok, aud, reason) in cases {
+        let jwks = jwks.clone();
+        let (code, stdout, _) = tokio::task::spawn_blocking(move || {
+            gatehouse(&["verify", &tok, "--jwks", &jwks, "--audience", aud])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 1, "{reason}");
+        assert_eq!(stdout.trim(), reason);
+    }
+}
+
+#[test]
+fn decode_prints_header_claims_and_expiry_in_words() {
+    let key = SigningKey::generate_rs256("kid-7").unwrap();
+    let tok = token(&key, "aud", now() + 1800);
+    let (code, stdout, stderr) = gatehouse(&["decode", &tok]);
+    assert_eq!(code, 0);
+    let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(out["header"]["kid"], "kid-7");
+    assert_eq!(out["claims"]["aud"], "aud");
+    assert!(
+        out["expiry"]
+            .as_str()
+            .unwrap()
+            .starts_with("expires in 29 minutes")
+            || out["expiry"]
+                .as_str()
+                .unwrap()
+                .starts_with("expires in 30 minutes")
+    );
+    assert!(stderr.contains("not checked"));
+
+    let (code, stdout, _) = gatehouse(&["decode", "a.b"]);
+    assert_eq!(code, 1);
+    assert_eq!(stdout.trim(), "malformed");
+}
