@@ -81,6 +81,8 @@ $('sign-out').addEventListener('click', () => busy(async () => {
 }));
 
 $('call-api').addEventListener('click', () => busy(async () => {
+  // Before any await: the previous answer must not stay on screen as if it were this one's.
+  showResult('pending', { title: 'Calling…', detail: `POST ${$('api-url').textContent}` });
   let url;
   try {
     url = await activeTabUrl();
@@ -88,7 +90,6 @@ $('call-api').addEventListener('click', () => busy(async () => {
     showResult('error', { title: 'No page to send', detail: error.message });
     return;
   }
-  showResult('pending', { title: 'Calling…', detail: `POST ${$('api-url').textContent}` });
   const { result } = await ask({ type: 'callApi', url });
   showResult(result.ok ? 'ok' : 'error', result);
 }));

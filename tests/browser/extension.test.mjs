@@ -93,9 +93,26 @@ async function openPopup(context, id) {
  * popup is opened over `tab` from the toolbar. Returns the result box once it settles.
  */
 async function callApi(popup, tab) {
-  await tab.bringToFront();
+  await showTab(popup, tab);
+  await forgetShownResult(popup);
   await popup.click('#call-api');
   return settledResult(popup);
+}
+
+/** Makes `tab` the active tab of the popup tab's window, and waits until the popup sees that. */
+async function showTab(popup, tab) {
+  await tab.bringToFront();
+  // (document.visibilityState cannot tell: playwright keeps every page "visible".)
+  await popup.waitForFunction(async () => {
+    const self = await chrome.tabs.getCurrent();
+    const [active] = await chrome.tabs.query({ active: true, currentWindow: true });
+    return active && active.id !== self.id;
+  }, null, { timeout: 5_000 });
+}
+
+/** Marks the result box idle, so that what settles next is the next answer, not the last one. */
+async function forgetShownResult(popup) {
+  await popup.evaluate(() => { document.getElementById('result').dataset.state = 'idle'; });
 }
 
 async function settledResult(popup, timeout = 20_000) {
@@ -375,7 +392,8 @@ test('stand-ins: a token within 5 minutes of expiry leads to a new sign-in', { t
 
   // Four minutes left: "Call API" signs in again before calling.
   await ageCachedToken(worker, 240);
-  await tab.bringToFront();
+  await showTab(popup, tab);
+  await forgetShownResult(popup);
   const authPage = await startSignIn(context, popup, '#call-api');
   await authPage.getByText('alice@example.com').first().click();
   const result = await settledResult(popup);
@@ -527,6 +545,23 @@ async function waitReady(proc, urls, timeoutMs = 60_000) {
   }
 }
 
+/**
+ * Registers the extension's OAuth client with a bare `gatehouse idp` unless it already knows
+ * it (`gatehouse up` must: its test above registers nothing). Uses the emulator's own client
+ * API, `/emulator/v1/clients`.
+ */
+async function ensureExtensionClient() {
+  const listed = await fetch(`${EMULATOR}/emulator/v1/clients`);
+  assert.ok(listed.ok, `GET /emulator/v1/clients: HTTP ${listed.status}`);
+  if (JSON.stringify(await listed.json()).includes(`"${CLIENT_ID}"`)) return;
+  const made = await fetch(`${EMULATOR}/emulator/v1/clients`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ clientId: CLIENT_ID, type: 'extension', extensionId: EXTENSION_ID, name: 'Gatehouse extension' }),
+  });
+  assert.ok(made.ok, `registering ${CLIENT_ID}: HTTP ${made.status} ${await made.text()}`);
+}
+
 async function requireFreePorts() {
   for (const port of [8080, 9099]) {
     assert.ok(await portIsFree(port), `127.0.0.1:${port} is in use: stop whatever runs there (a \`gatehouse up\`?) before this test`);
@@ -562,7 +597,8 @@ test('gatehouse up: sign in on the emulator\'s page, call the secure endpoint th
 
   // A cached token within the 5-minute buffer is replaced by a new sign-in before the call.
   await ageCachedToken(worker, 120);
-  await tab.bringToFront();
+  await showTab(popup, tab);
+  await forgetShownResult(popup);
   const authPage = await startSignIn(context, popup, '#call-api');
   await authPage.getByText('alice@example.com').first().click();
   const again = await settledResult(popup);
@@ -589,6 +625,7 @@ test('gatehouse proxy: a signed-in user the policy does not name gets a 403, sho
   const idp = startGatehouse(['idp', '--listen', '127.0.0.1:9099', '--data', scratchDir('gatehouse-idp-')]);
   await waitReady(idp, [`${EMULATOR}/.well-known/openid-configuration`]);
   const discovery = await (await fetch(`${EMULATOR}/.well-known/openid-configuration`)).json();
+  await ensureExtensionClient();
   // Both users exist on the sign-in page (`token --user` adds a user, as "use another account").
   for (const email of ['alice@example.com', 'bob@example.com']) {
     const made = spawnSync(GATEHOUSE_BIN, ['token', '--user', email, '--idp', EMULATOR], { encoding: 'utf8' });
