@@ -139,7 +139,9 @@ export function describeLaunchError(error) {
     return new SignInError('cancelled', 'Sign-in window was closed before finishing.');
   }
   if (/could not be loaded/i.test(message)) {
-    return new SignInError('unreachable', 'The sign-in page could not be loaded: is the identity provider running, and is the authorization endpoint in Options right?');
+    // Chrome says this both when nothing answers and when the first page is an HTTP error,
+    // which is how a provider refuses an unknown client id or redirect URI.
+    return new SignInError('unreachable', 'The sign-in page could not be loaded: is the identity provider running, is the authorization endpoint in Options right, and does the provider know this client id and redirect URI (Options shows it)?');
   }
   return new SignInError('launch_failed', `Sign-in failed: ${message}`);
 }
