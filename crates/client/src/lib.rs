@@ -33,5 +33,7 @@ pub use key_file::{
     AssertionClaims, GOOGLE_TOKEN_AUDIENCE, JWT_BEARER_GRANT_TYPE, KeyFileSource, ServiceAccountKey,
 };
 pub use metadata::{DEFAULT_METADATA_HOST, DEFAULT_METADATA_IP, MetadataServer};
+/// The HTTP method type [`AuthorizedClient::request`] takes.
+pub use reqwest::Method;
 pub use source::{IdToken, IdTokenSource};
 pub use transport::default_http_client;

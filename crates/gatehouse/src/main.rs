@@ -3,6 +3,7 @@
 //! Each subcommand's arguments and `run` live in a module named for the part it drives;
 //! this file only lists them (DESIGN §2 is the contract).
 
+mod client;
 mod inspect;
 mod logging;
 
@@ -22,6 +23,12 @@ enum Command {
     Decode(inspect::DecodeArgs),
     /// Verify a token: exit 0 and print its claims, or print the reason code and exit 1.
     Verify(inspect::VerifyArgs),
+    /// Print an ID token for an audience, from the metadata server, a service-account key
+    /// file, an emulator user, or (no flag) the environment's credentials.
+    Token(client::TokenArgs),
+    /// Call a URL with an ID token for its origin (curl with a token); prints the body,
+    /// exits non-zero on 4xx/5xx.
+    Call(client::CallArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +48,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Decode(args) => inspect::decode(args),
             Command::Verify(args) => inspect::verify(args).await,
+            Command::Token(args) => client::token(args).await,
+            Command::Call(args) => client::call(args).await,
         }
     });
     match result {
