@@ -57,6 +57,7 @@ impl Default for CacheConfig {
 #[derive(Debug)]
 struct Snapshot {
     keys: Arc<KeySet>,
+    fetched_at: u64,
     refresh_at: u64,
     fresh_until: u64,
     usable_until: u64,
@@ -138,13 +139,20 @@ impl JwksCache {
     ) -> Result<Arc<KeySet>, Error> {
         let seen = self.generation.load(Ordering::Acquire);
         let _guard = self.fetch_lock.lock().await;
-        if self.generation.load(Ordering::Acquire) != seen {
-            if let Some(s) = self.snapshot() {
+        // Someone fetched while we waited, or just before we looked (our caller's keys
+        // may predate that fetch): use what is there rather than hit the cooldown.
+        if let Some(s) = self.snapshot() {
+            if self.generation.load(Ordering::Acquire) != seen || s.keys.get(kid).is_some() {
                 return Ok(s.keys.clone());
             }
         }
+        // Keys fetched within the cooldown (for any reason) would not know the kid either.
+        let cooldown = self.config.unknown_kid_cooldown;
         let last = self.last_unknown_kid_fetch.load(Ordering::Acquire);
-        if last != 0 && now < last.saturating_add(self.config.unknown_kid_cooldown) {
+        let fetched_recently = self
+            .snapshot()
+            .is_some_and(|s| now < s.fetched_at.saturating_add(cooldown));
+        if fetched_recently || (last != 0 && now < last.saturating_add(cooldown)) {
             return Err(Error::UnknownKid {
                 kid: kid.chars().take(64).collect(),
             });
@@ -272,6 +280,7 @@ impl JwksCache {
         let ahead = (fresh as f64 * c.refresh_ahead_fraction.clamp(0.1, 1.0)) as u64;
         Ok(Snapshot {
             keys: Arc::new(keys),
+            fetched_at: now,
             refresh_at: now + ahead,
             fresh_until: now + fresh,
             usable_until: now + fresh + c.max_stale,
@@ -336,6 +345,42 @@ mod tests {
             );
         }
         h
+    }
+
+    /// The window no integration test can hold open: a request read the keys just before
+    /// another request's unknown-kid refetch installed the new kid, then asks for the kid
+    /// within the cooldown. It must find the installed key, not be refused.
+    #[tokio::test]
+    async fn unknown_kid_path_sees_a_key_installed_just_before_it() {
+        let cache = Arc::new(JwksCache::new(
+            "http://127.0.0.1:9/unreachable",
+            reqwest::Client::new(),
+            CacheConfig::default(),
+        ));
+        let key = crate::sign::SigningKey::generate_es256("new")
+            .unwrap()
+            .public_key()
+            .unwrap();
+        *cache.current.write() = Some(Arc::new(Snapshot {
+            keys: Arc::new(KeySet::new([key])),
+            fetched_at: 0,
+            refresh_at: u64::MAX,
+            fresh_until: u64::MAX,
+            usable_until: u64::MAX,
+        }));
+        cache.generation.store(1, Ordering::Release);
+        cache.last_unknown_kid_fetch.store(1000, Ordering::Release);
+        let keys = cache.keys_for_unknown_kid("new", 1001).await.unwrap();
+        assert!(keys.get("new").is_some());
+        assert_eq!(cache.fetch_count(), 0);
+        // A kid that really is unknown is still refused within the cooldown, unfetched.
+        assert_eq!(
+            cache.keys_for_unknown_kid("other", 1002).await.unwrap_err(),
+            Error::UnknownKid {
+                kid: "other".into()
+            }
+        );
+        assert_eq!(cache.fetch_count(), 0);
     }
 
     #[test]
