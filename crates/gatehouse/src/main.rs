@@ -6,6 +6,7 @@
 mod client;
 mod inspect;
 mod logging;
+mod vote;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     /// Call a URL with an ID token for its origin (curl with a token); prints the body,
     /// exits non-zero on 4xx/5xx.
     Call(client::CallArgs),
+    /// The idp-sql voting app (CATS v DOGS): sign in, vote with a verified ID token.
+    Vote(vote::VoteArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => inspect::verify(args).await,
             Command::Token(args) => client::token(args).await,
             Command::Call(args) => client::call(args).await,
+            Command::Vote(args) => vote::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,214 @@
+//! `gatehouse vote`: the idp-sql voting app (seed 001) on its own: where it listens,
+//! where the votes live, whom it trusts, and a graceful stop on SIGTERM.
+
+use anyhow::Context as _;
+use clap::Args;
+use gatehouse_vote::config::{DEFAULT_IDP, EMULATOR_WEB_CLIENT_ID};
+use gatehouse_vote::{AppState, DatabaseTarget, SignInConfig, TrustConfig, VoteStore};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct VoteArgs {
+    /// Address to listen on [default: 0.0.0.0:$PORT when PORT is set, as on Cloud Run,
+    /// else 127.0.0.1:8081].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// postgres://USER:PASSWORD@HOST:PORT/DB (or sqlite:PATH). Without it:
+    /// CLOUD_SQL_CREDENTIALS_SECRET, then DB_USER/DB_PASSWORD/DB_NAME with DB_HOST or
+    /// CLOUD_SQL_CONNECTION_NAME (+ DB_SOCKET_DIR), else SQLite under --data.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Data directory for the SQLite file.
+    #[arg(long, default_value = ".gatehouse")]
+    pub data: PathBuf,
+    /// The identity provider: the emulator's URL, or `google` for Google itself.
+    #[arg(long, default_value = DEFAULT_IDP)]
+    pub idp: String,
+    /// OAuth client id the page signs in with and tokens must name as `aud` (repeatable;
+    /// the first is the page's) [default: the emulator's web client].
+    #[arg(long = "client-id")]
+    pub client_ids: Vec<String>,
+    /// Authorization endpoint for the sign-in popup [default: from --idp].
+    #[arg(long)]
+    pub auth_endpoint: Option<String>,
+    /// Where Google-issued tokens' keys are [default: from --idp].
+    #[arg(long)]
+    pub jwks: Option<String>,
+    /// Also accept Firebase / Identity Platform ID tokens of this project.
+    #[arg(long)]
+    pub firebase_project: Option<String>,
+    /// Where the Firebase tokens' keys are [default: from --idp].
+    #[arg(long)]
+    pub firebase_keys: Option<String>,
+    /// Project in the logs' `logging.googleapis.com/trace`.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT", default_value = "gatehouse-demo")]
+    pub project: String,
+    /// Origin allowed to call /run-secure-endpoint cross-origin (repeatable; `*` = any).
+    #[arg(long = "allowed-origin", env = "ALLOWED_ORIGIN", default_value = "*")]
+    pub allowed_origins: Vec<String>,
+}
+
+/// Everything `serve` needs, resolved from the arguments and the environment.
+#[derive(Debug)]
+pub struct VoteSettings {
+    pub listen: SocketAddr,
+    pub database: DatabaseTarget,
+    pub sign_in: SignInConfig,
+    pub trust: TrustConfig,
+    pub project: String,
+    pub allowed_origins: Vec<String>,
+}
+
+impl VoteArgs {
+    pub fn settings(self) -> anyhow::Result<VoteSettings> {
+        let listen = match self.listen {
+            Some(addr) => addr,
+            None => match std::env::var("PORT")
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+            {
+                Some(port) => SocketAddr::from(([0, 0, 0, 0], port)),
+                None => SocketAddr::from(([127, 0, 0, 1], 8081)),
+            },
+        };
+        let database =
+            gatehouse_vote::database::resolve(self.database.as_deref(), &self.data, |name| {
+                std::env::var(name).ok()
+            })
+            .context("database settings")?;
+        let real_google = self.idp == "google";
+        let mut client_ids = self.client_ids;
+        if client_ids.is_empty() {
+            anyhow::ensure!(
+                !real_google,
+                "--idp google needs --client-id (your OAuth web client)"
+            );
+            client_ids.push(EMULATOR_WEB_CLIENT_ID.to_owned());
+        }
+        let mut sign_in = if real_google {
+            SignInConfig::google(&client_ids[0])
+        } else {
+            SignInConfig::emulator(&self.idp, &client_ids[0])
+        };
+        if let Some(endpoint) = self.auth_endpoint {
+            sign_in.authorization_endpoint = endpoint;
+        }
+        let mut trust = if real_google {
+            TrustConfig::google(client_ids)
+        } else {
+            TrustConfig::emulator(&self.idp, client_ids)
+        };
+        if let Some(jwks) = self.jwks {
+            trust.google_keys_url = jwks;
+        }
+        if let Some(project) = &self.firebase_project {
+            let keys = self
+                .firebase_keys
+                .clone()
+                .or_else(|| (!real_google).then(|| TrustConfig::emulator_firebase_keys(&self.idp)));
+            trust = trust.with_firebase(project, keys.as_deref());
+        }
+        Ok(VoteSettings {
+            listen,
+            database,
+            sign_in,
+            trust,
+            project: self.project,
+            allowed_origins: self.allowed_origins,
+        })
+    }
+}
+
+/// Opens the vote store, waiting a little for a database that is still starting.
+pub async fn open_votes(target: &DatabaseTarget) -> anyhow::Result<VoteStore> {
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match gatehouse_vote::open_votes(target).await {
+            Ok(votes) => return Ok(votes),
+            Err(error) if attempt < 8 && matches!(target, DatabaseTarget::Url(_)) => {
+                tracing::warn!(
+                    severity = "WARNING",
+                    database = %target.describe(),
+                    attempt,
+                    %error,
+                    "database not ready; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(4));
+                attempt += 1;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("opening {}", target.describe()));
+            }
+        }
+    }
+}
+
+/// The app's state from resolved settings and an open store.
+pub fn app_state(settings: &VoteSettings, votes: VoteStore) -> anyhow::Result<AppState> {
+    let verifier = settings
+        .trust
+        .verifier()
+        .context("token verifier settings")?;
+    Ok(
+        AppState::builder(votes, Arc::new(verifier), settings.sign_in.clone())
+            .trace_project(settings.project.clone())
+            .allowed_origins(settings.allowed_origins.clone())
+            .build(),
+    )
+}
+
+/// Resolves when the process is asked to stop (SIGTERM, as Cloud Run sends, or Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(args: VoteArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.settings()?;
+    let votes = open_votes(&settings.database).await?;
+    let state = app_state(&settings, votes.clone())?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = listener.local_addr().unwrap_or(settings.listen);
+    tracing::info!(
+        severity = "INFO",
+        %addr,
+        database = %settings.database.describe(),
+        sign_in = %settings.sign_in.authorization_endpoint,
+        "gatehouse vote listening on http://{addr}/"
+    );
+    axum::serve(listener, gatehouse_vote::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    tracing::info!(
+        severity = "INFO",
+        "shutting down: closing the database pool"
+    );
+    votes.close().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,339 @@
+//! The voting rules and the `pet_votes` table: which teams exist, who leads, and the
+//! queries (SQLite or PostgreSQL, always with bound parameters).
+
+use crate::time::Timestamp;
+use gatehouse_store::{Backend, Migration, Store, StoreError, Value};
+use std::time::Duration;
+
+/// The two candidates. Their names are exactly what the form posts and the table stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Team {
+    Cats,
+    Dogs,
+}
+
+impl Team {
+    /// `CATS` or `DOGS`, exactly (the samples compare case-sensitively).
+    pub fn parse(value: &str) -> Option<Team> {
+        match value {
+            "CATS" => Some(Team::Cats),
+            "DOGS" => Some(Team::Dogs),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Team::Cats => "CATS",
+            Team::Dogs => "DOGS",
+        }
+    }
+}
+
+/// The samples' leader message: `"CATS are winning by 2 votes"`, `"DOGS are winning by 1
+/// vote"`, or `"CATS and DOGS are evenly matched!"`.
+pub fn leader_message(cats: i64, dogs: i64) -> String {
+    let (leader, diff) = match cats.cmp(&dogs) {
+        std::cmp::Ordering::Equal => return "CATS and DOGS are evenly matched!".to_owned(),
+        std::cmp::Ordering::Greater => (Team::Cats, cats - dogs),
+        std::cmp::Ordering::Less => (Team::Dogs, dogs - cats),
+    };
+    let unit = if diff == 1 { "vote" } else { "votes" };
+    format!("{} are winning by {diff} {unit}", leader.as_str())
+}
+
+/// Which team leads, if either does.
+pub fn leading_team(cats: i64, dogs: i64) -> Option<Team> {
+    match cats.cmp(&dogs) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Greater => Some(Team::Cats),
+        std::cmp::Ordering::Less => Some(Team::Dogs),
+    }
+}
+
+/// One of the most recent votes, as the page lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentVote {
+    pub candidate: String,
+    pub time_cast: Timestamp,
+}
+
+/// What the page shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub cats: i64,
+    pub dogs: i64,
+    /// The five newest votes, newest first.
+    pub recent: Vec<RecentVote>,
+}
+
+impl Tally {
+    pub fn leader_message(&self) -> String {
+        leader_message(self.cats, self.dogs)
+    }
+}
+
+/// Votes per candidate in one UTC hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourlyCount {
+    /// The hour's start.
+    pub hour: Timestamp,
+    pub cats: i64,
+    pub dogs: i64,
+}
+
+/// How many recent votes the page lists (`ORDER BY time_cast DESC LIMIT 5`).
+pub const RECENT_VOTES: i64 = 5;
+
+/// The longest uid the table holds (`uid VARCHAR(128)`); Firebase uids are 1–128 chars.
+pub const MAX_UID_CHARS: usize = 128;
+
+/// The seed's table, created at start.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "pet_votes",
+    sqlite: "CREATE TABLE IF NOT EXISTS pet_votes (
+            vote_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time_cast TIMESTAMP NOT NULL,
+            candidate VARCHAR(6) NOT NULL,
+            uid VARCHAR(128) NOT NULL);
+        CREATE INDEX IF NOT EXISTS pet_votes_time_cast ON pet_votes (time_cast)",
+    postgres: "CREATE TABLE IF NOT EXISTS pet_votes (
+            vote_id SERIAL PRIMARY KEY,
+            time_cast TIMESTAMP NOT NULL,
+            candidate VARCHAR(6) NOT NULL,
+            uid VARCHAR(128) NOT NULL);
+        CREATE INDEX IF NOT EXISTS pet_votes_time_cast ON pet_votes (time_cast)",
+}];
+
+/// A storage failure, split by what the caller should tell the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VoteStoreError {
+    /// The database cannot be reached right now (down, restarting, pool exhausted): 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: 500.
+    #[error("database error: {0}")]
+    Failed(String),
+}
+
+impl VoteStoreError {
+    fn from_store(error: StoreError) -> Self {
+        match &error {
+            StoreError::Database(e) if is_connection_error(e) => {
+                VoteStoreError::Unavailable(error.to_string())
+            }
+            _ => VoteStoreError::Failed(error.to_string()),
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, VoteStoreError::Unavailable(_))
+    }
+}
+
+/// Errors that mean "the database is not there right now" rather than "this query is wrong".
+fn is_connection_error(error: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match error {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        E::Protocol(_) => true,
+        E::Database(db) => {
+            db.code().is_some_and(|code| {
+                // 08: connection exception; 57P0x: shutdown / cannot connect now;
+                // 53: insufficient resources; 3D000: database does not exist (yet).
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code.starts_with("53")
+                    || code == "3D000"
+            }) || db.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+/// How long one query may take before the request answers 503 instead of hanging.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `pet_votes` table in a [`Store`].
+#[derive(Debug, Clone)]
+pub struct VoteStore {
+    store: Store,
+}
+
+impl VoteStore {
+    /// Creates the table if it is missing (migrations), then wraps the store.
+    pub async fn open(store: Store) -> Result<Self, StoreError> {
+        store.migrate("vote", MIGRATIONS).await?;
+        Ok(VoteStore { store })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.store.backend()
+    }
+
+    /// Closes the pool (SIGTERM).
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
+    async fn timed<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, VoteStoreError> {
+        match tokio::time::timeout(QUERY_TIMEOUT, work).await {
+            Ok(result) => result.map_err(VoteStoreError::from_store),
+            Err(_) => Err(VoteStoreError::Unavailable(format!(
+                "no answer within {} s",
+                QUERY_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Records one vote. Returns once the database has committed it.
+    pub async fn cast(&self, team: Team, uid: &str, at: Timestamp) -> Result<(), VoteStoreError> {
+        let sql = match self.backend() {
+            Backend::Sqlite => {
+                "INSERT INTO pet_votes (time_cast, candidate, uid) VALUES ($1, $2, $3)"
+            }
+            Backend::Postgres => {
+                "INSERT INTO pet_votes (time_cast, candidate, uid) VALUES (CAST($1 AS TIMESTAMP), $2, $3)"
+            }
+        };
+        let params = [
+            Value::Text(at.to_db()),
+            Value::from(team.as_str()),
+            Value::from(uid),
+        ];
+        self.timed(self.store.execute(sql, &params)).await?;
+        Ok(())
+    }
+
+    /// Counts per team and the five newest votes.
+    pub async fn tally(&self) -> Result<Tally, VoteStoreError> {
+        let counts = self
+            .timed(self.store.fetch_all(
+                "SELECT candidate, COUNT(*) FROM pet_votes GROUP BY candidate",
+                &[],
+            ))
+            .await?;
+        let (mut cats, mut dogs) = (0, 0);
+        for row in counts {
+            let count = row.int(1).map_err(VoteStoreError::from_store)?;
+            match Team::parse(row.text(0).map_err(VoteStoreError::from_store)?.trim()) {
+                Some(Team::Cats) => cats = count,
+                Some(Team::Dogs) => dogs = count,
+                None => {}
+            }
+        }
+        let sql = match self.backend() {
+            Backend::Sqlite => {
+                "SELECT candidate, time_cast FROM pet_votes \
+                 ORDER BY time_cast DESC, vote_id DESC LIMIT $1"
+            }
+            Backend::Postgres => {
+                "SELECT candidate, to_char(time_cast, 'YYYY-MM-DD HH24:MI:SS.US') FROM pet_votes \
+                 ORDER BY time_cast DESC, vote_id DESC LIMIT $1"
+            }
+        };
+        let rows = self
+            .timed(self.store.fetch_all(sql, &[Value::Int(RECENT_VOTES)]))
+            .await?;
+        let mut recent = Vec::with_capacity(rows.len());
+        for row in rows {
+            let candidate = row.text(0).map_err(VoteStoreError::from_store)?;
+            let time = row.text(1).map_err(VoteStoreError::from_store)?;
+            let time_cast = Timestamp::parse_db(&time)
+                .ok_or_else(|| VoteStoreError::Failed(format!("unreadable time_cast {time:?}")))?;
+            recent.push(RecentVote {
+                candidate: candidate.trim().to_owned(),
+                time_cast,
+            });
+        }
+        Ok(Tally { cats, dogs, recent })
+    }
+
+    /// Votes per UTC hour and team since `since`, oldest hour first (the aggregate query
+    /// that stands in for seed 000's optional BigQuery call).
+    pub async fn hourly(&self, since: Timestamp) -> Result<Vec<HourlyCount>, VoteStoreError> {
+        let sql = match self.backend() {
+            Backend::Sqlite => {
+                "SELECT substr(time_cast, 1, 13), candidate, COUNT(*) FROM pet_votes \
+                 WHERE time_cast >= $1 GROUP BY 1, 2 ORDER BY 1, 2"
+            }
+            Backend::Postgres => {
+                "SELECT to_char(date_trunc('hour', time_cast), 'YYYY-MM-DD HH24'), candidate, COUNT(*) \
+                 FROM pet_votes WHERE time_cast >= CAST($1 AS TIMESTAMP) GROUP BY 1, 2 ORDER BY 1, 2"
+            }
+        };
+        let rows = self
+            .timed(self.store.fetch_all(sql, &[Value::Text(since.to_db())]))
+            .await?;
+        let mut hours: Vec<HourlyCount> = Vec::new();
+        for row in rows {
+            let hour_text = row.text(0).map_err(VoteStoreError::from_store)?;
+            let hour = Timestamp::parse_db(&format!("{hour_text}:00:00"))
+                .ok_or_else(|| VoteStoreError::Failed(format!("unreadable hour {hour_text:?}")))?;
+            let team = Team::parse(row.text(1).map_err(VoteStoreError::from_store)?.trim());
+            let count = row.int(2).map_err(VoteStoreError::from_store)?;
+            if hours.last().is_none_or(|h| h.hour != hour) {
+                hours.push(HourlyCount {
+                    hour,
+                    cats: 0,
+                    dogs: 0,
+                });
+            }
+            if let Some(last) = hours.last_mut() {
+                match team {
+                    Some(Team::Cats) => last.cats += count,
+                    Some(Team::Dogs) => last.dogs += count,
+                    None => {}
+                }
+            }
+        }
+        Ok(hours)
+    }
+
+    /// Total rows (tests and operators).
+    pub async fn count(&self) -> Result<i64, VoteStoreError> {
+        let row = self
+            .timed(
+                self.store
+                    .fetch_optional("SELECT COUNT(*) FROM pet_votes", &[]),
+            )
+            .await?;
+        match row {
+            Some(row) => row.int(0).map_err(VoteStoreError::from_store),
+            None => Ok(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_wording() {
+        assert_eq!(leader_message(0, 0), "CATS and DOGS are evenly matched!");
+        assert_eq!(leader_message(3, 3), "CATS and DOGS are evenly matched!");
+        assert_eq!(leader_message(1, 0), "CATS are winning by 1 vote");
+        assert_eq!(leader_message(5, 3), "CATS are winning by 2 votes");
+        assert_eq!(leader_message(2, 3), "DOGS are winning by 1 vote");
+        assert_eq!(leader_message(0, 10), "DOGS are winning by 10 votes");
+    }
+
+    #[test]
+    fn teams_are_exact() {
+        assert_eq!(Team::parse("CATS"), Some(Team::Cats));
+        assert_eq!(Team::parse("DOGS"), Some(Team::Dogs));
+        for bad in ["cats", "Cats", " CATS", "CATS ", "BIRDS", "", "CATS'--"] {
+            assert_eq!(Team::parse(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The `gatehouse vote` process: flags, Cloud SQL credentials, SIGTERM and SIGKILL.
