@@ -139,6 +139,38 @@ pub(crate) fn verify_signature(
     }
 }
 
+/// Checks only the signature of a compact JWS against `keys`, for an algorithm in `allowed`,
+/// and returns the decoded payload. The payload is not parsed and no claim is checked, so
+/// this is not token verification: it serves signature-level test vectors (Wycheproof's
+/// JWS payloads are not JWT claims) and callers that check claims themselves.
+/// An empty payload is allowed here (RFC 7515 permits it; a JWT never has one).
+pub fn verify_signature_only(
+    token: &str,
+    keys: &KeySet,
+    allowed: &[Algorithm],
+) -> Result<Vec<u8>, Error> {
+    let compact = match token.split_once("..") {
+        // `header..signature`: an empty payload, which `Compact::split` refuses.
+        Some((header, signature))
+            if !header.is_empty() && !header.contains('.') && !signature.contains('.') =>
+        {
+            Compact {
+                header,
+                payload: "",
+                signature,
+                signing_input: &token[..header.len() + 1],
+            }
+        }
+        _ => Compact::split(token)?,
+    };
+    if compact.signature.is_empty() {
+        return Err(Malformed::Segments.into());
+    }
+    let header = parse_header(compact.header)?;
+    verify_signature(&compact, &header, keys, allowed)?;
+    b64_decode(compact.payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

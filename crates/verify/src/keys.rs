@@ -56,6 +56,8 @@ pub enum KeyError {
     UnsupportedKeyType(String),
     #[error("key is not for signatures (use = {0:?})")]
     NotForSignatures(String),
+    #[error("key's key_ops do not include verify")]
+    NotForVerifying,
     #[error("key's alg {alg:?} does not match its type")]
     AlgorithmMismatch { alg: String },
     #[error("key member {0:?} is missing or not base64url")]
@@ -105,6 +107,13 @@ impl PublicKey {
 
     pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         self.key.verify_sig(message, signature).is_ok()
+    }
+
+    /// The raw signature check the JWS path makes (length, then the key's one algorithm),
+    /// exposed for the raw-signature test vectors only. Not part of the API.
+    #[doc(hidden)]
+    pub fn verify_signature_for_tests(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.signature_length_ok(signature.len()) && self.verify(message, signature)
     }
 
     /// An RSA key from its big-endian modulus and exponent (a JWK's `n` and `e`).
@@ -194,6 +203,15 @@ impl PublicKey {
         if let Some(u) = jwk.get("use") {
             if u.as_str() != Some("sig") {
                 return Err(KeyError::NotForSignatures(u.to_string()));
+            }
+        }
+        // RFC 7517 §4.3: `key_ops`, when present, must allow verifying.
+        if let Some(ops) = jwk.get("key_ops") {
+            let verify = ops
+                .as_array()
+                .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
+            if !verify {
+                return Err(KeyError::NotForVerifying);
             }
         }
         let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
