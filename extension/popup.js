@@ -15,7 +15,6 @@ async function ask(message) {
 
 function showAccount({ signedIn, email }) {
   $('who').textContent = signedIn ? `Signed in as ${email ?? '(no email in token)'}` : 'Not signed in';
-  $('who').dataset.email = signedIn ? email ?? '' : '';
   $('sign-in').hidden = signedIn;
   $('sign-out').hidden = !signedIn;
 }

@@ -413,7 +413,6 @@ test('stand-ins: a token within 5 minutes of expiry leads to a new sign-in', { t
   // Four minutes left: "Call API" signs in again before calling.
   await ageCachedToken(worker, 240);
   await showTab(popup, tab);
-  await forgetShownResult(popup);
   const authPage = await startSignIn(context, popup, '#call-api');
   await chooseAccount(authPage, 'alice@example.com');
   const result = await settledResult(popup);
@@ -630,7 +629,6 @@ test('gatehouse up: sign in on the emulator\'s page, call the secure endpoint th
   // A cached token within the 5-minute buffer is replaced by a new sign-in before the call.
   await ageCachedToken(worker, 120);
   await showTab(popup, tab);
-  await forgetShownResult(popup);
   const authPage = await startSignIn(context, popup, '#call-api');
   await chooseAccount(authPage, 'alice@example.com');
   const again = await settledResult(popup);
