@@ -1,4 +1,5 @@
 //! The store against both engines: migrations, typed values, transactions, persistence.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use gatehouse_store::{Migration, Statement, Store, Value};
 
