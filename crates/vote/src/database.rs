@@ -30,7 +30,7 @@ impl DatabaseUrl {
         match url::Url::parse(&self.0) {
             Ok(mut url) => {
                 if url.password().is_some() {
-                    let _ = url.set_password(Some("<hidden>"));
+                    let _ = url.set_password(Some("REDACTED"));
                 }
                 // A socket path in the query holds no secret; a `password=` parameter does.
                 let pairs: Vec<(String, String)> = url
