@@ -1,0 +1,182 @@
+use super::*;
+
+fn err(text: &str) -> ConfigError {
+    Config::from_toml(text, Some(Path::new("gw.toml"))).unwrap_err()
+}
+
+const GOOD: &str = r#"
+listen = "127.0.0.1:9000"
+client_ids = ["123-abc.apps.googleusercontent.com"]
+
+[groups]
+admins = ["user:alice@example.com", "serviceAccount:ci@p.iam.gserviceaccount.com"]
+
+[[route]]
+name = "vote"
+upstream = "http://127.0.0.1:8081"
+allow = ["allUsers"]
+
+[[route]]
+name = "secure"
+host = "Secure.Example.com"
+path_prefix = "/api/"
+upstream = "http://127.0.0.1:8082/base"
+url = "https://secure.example.com"
+audiences = ["custom-aud"]
+issuers = ["google", { profile = "https://idp.test", jwks = "http://127.0.0.1:9099/oauth2/v3/certs" }]
+forward_token = "strip"
+policy = { bindings = [{ role = "roles/run.invoker", members = ["group:admins", "domain:example.com"] }] }
+rate_limit = { per_second = 5.0, burst = 10 }
+[route.cors]
+allow_origins = ["https://app.example.com"]
+allow_credentials = true
+"#;
+
+#[test]
+fn a_full_file_parses() {
+    let c = Config::from_toml(GOOD, None).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+    assert_eq!(c.routes.len(), 2);
+    let secure = &c.routes[1];
+    assert_eq!(secure.host.as_deref(), Some("secure.example.com"));
+    assert_eq!(secure.path_prefix, "/api");
+    assert_eq!(
+        secure.audiences,
+        [
+            "https://secure.example.com",
+            "custom-aud",
+            "123-abc.apps.googleusercontent.com"
+        ]
+    );
+    assert_eq!(secure.assertion_audience, "https://secure.example.com");
+    assert_eq!(secure.issuers.len(), 2);
+    assert_eq!(secure.forward_token, ForwardToken::Strip);
+    assert_eq!(secure.cors.mode, CorsMode::Answer);
+    assert!(secure.rate_limit.is_some());
+    assert!(c.routes[0].policy.is_public(RUN_INVOKER));
+}
+
+#[test]
+fn policy_as_gcloud_json_string_and_file() {
+    let dir = std::env::temp_dir().join(format!("gw-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("policy.json"),
+        r#"{"bindings":[{"members":["user:bob@example.com"],"role":"roles/run.invoker"}],"etag":"BwYz","version":1}"#,
+    )
+    .unwrap();
+    let text = r#"
+[[route]]
+upstream = "http://127.0.0.1:1"
+url = "https://a.example"
+policy_file = "policy.json"
+[[route]]
+path_prefix = "/b"
+upstream = "http://127.0.0.1:2"
+url = "https://b.example"
+policy = '{"bindings":[{"role":"roles/run.invoker","members":["allAuthenticatedUsers"]}]}'
+"#;
+    let path = dir.join("gw.toml");
+    std::fs::write(&path, text).unwrap();
+    let c = Config::from_file(&path).unwrap();
+    assert_eq!(c.routes.len(), 2);
+    assert!(c.watched_files.contains(&dir.join("policy.json")));
+    assert!(c.watch_interval.is_some());
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let e = err("listen = \"127.0.0.1:1\"\n[[route]\nupstream = 1\n");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.to_string().starts_with("gw.toml:2:"), "{e}");
+}
+
+#[test]
+fn unknown_key_is_refused_with_its_line() {
+    let e = err(
+        "[[route]]\nupstream = \"http://127.0.0.1:1\"\nallow = [\"allUsers\"]\nupstrem = \"x\"\n",
+    );
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.reason.contains("upstrem"), "{e}");
+}
+
+#[test]
+fn bad_member_is_refused_with_its_line() {
+    let e = err(
+        "[[route]]\nupstream = \"http://127.0.0.1:1\"\nurl = \"https://a\"\n\nallow = [\"user:nobody\"]\n",
+    );
+    assert_eq!(e.line, Some(5), "{e}");
+    assert!(e.reason.contains("invalid IAM member"), "{e}");
+}
+
+#[test]
+fn bad_upstream_issuer_policy_and_cors_are_located() {
+    let e = err("[[route]]\nallow = [\"allUsers\"]\nupstream = \"ftp://x\"\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    let e = err(
+        "[[route]]\nupstream = \"http://127.0.0.1:1\"\nurl = \"https://a\"\nallow = [\"allAuthenticatedUsers\"]\nissuers = [\"firebase:\"]\n",
+    );
+    assert_eq!(e.line, Some(5), "{e}");
+    let e = err(
+        "[[route]]\nupstream = \"http://127.0.0.1:1\"\nurl = \"https://a\"\npolicy = '{\"bindings\": 3}'\n",
+    );
+    assert_eq!(e.line, Some(4), "{e}");
+    let e = err(
+        "[[route]]\nupstream = \"http://127.0.0.1:1\"\nallow = [\"allUsers\"]\n[route.cors]\nallow_origins = [\"*\"]\nallow_credentials = true\n",
+    );
+    assert!(e.reason.contains("allow_credentials"), "{e}");
+    assert_eq!(e.line, Some(4), "{e}");
+}
+
+#[test]
+fn semantic_mistakes_point_at_the_route() {
+    // Checked route without audience.
+    let e = err(
+        "listen = \"127.0.0.1:1\"\n\n[[route]]\nupstream = \"http://127.0.0.1:1\"\nallow = [\"allAuthenticatedUsers\"]\n",
+    );
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.reason.contains("audience"), "{e}");
+    // No policy at all: refused rather than defaulting open or closed silently.
+    let e = err("[[route]]\nupstream = \"http://127.0.0.1:1\"\nurl = \"https://a\"\n");
+    assert!(e.reason.contains("exactly one of policy"), "{e}");
+    // IAM conditions are not evaluated, so they are refused.
+    let e = err(
+        "[[route]]\nupstream = \"http://127.0.0.1:1\"\nurl = \"https://a\"\npolicy = { bindings = [{ role = \"roles/run.invoker\", members = [\"allUsers\"], condition = { expression = \"true\" } }] }\n",
+    );
+    assert!(e.reason.contains("condition"), "{e}");
+    assert!(err("").reason.contains("no routes"));
+    let e = err(
+        "[[route]]\nupstream = \"http://127.0.0.1:1\"\nallow = [\"allUsers\"]\n[[route]]\nupstream = \"http://127.0.0.1:2\"\nallow = [\"allUsers\"]\n",
+    );
+    assert!(e.reason.contains("same host and path prefix"), "{e}");
+}
+
+#[test]
+fn flags_form_builds_one_route() {
+    let c = Config::from_flags(&Flags {
+        upstream: "http://127.0.0.1:8081".into(),
+        audiences: vec!["https://svc.example".into()],
+        allow: vec!["user:alice@example.com".into()],
+        issuer: Some("https://idp.test".into()),
+        jwks: Some("http://127.0.0.1:9099/oauth2/v3/certs".into()),
+        ..Flags::default()
+    })
+    .unwrap();
+    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.routes[0].audiences, ["https://svc.example"]);
+    assert!(!c.routes[0].policy.is_public(RUN_INVOKER));
+    let e = Config::from_flags(&Flags {
+        upstream: "http://127.0.0.1:8081".into(),
+        ..Flags::default()
+    })
+    .unwrap_err();
+    assert!(e.reason.contains("--audience"));
+    let e = Config::from_flags(&Flags {
+        upstream: "http://127.0.0.1:8081".into(),
+        audiences: vec!["a".into()],
+        allow: vec!["bogus".into()],
+        ..Flags::default()
+    })
+    .unwrap_err();
+    assert!(e.reason.contains("invalid IAM member"));
+}

@@ -1,0 +1,155 @@
+//! Header rules of a front door: which client-sent headers are identity claims to remove,
+//! which are hop-by-hop, and the forwarding headers the upstream gets.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::SocketAddr;
+
+pub(crate) const EMAIL: &str = "x-goog-authenticated-user-email";
+pub(crate) const USER_ID: &str = "x-goog-authenticated-user-id";
+pub(crate) const ASSERTION: &str = "x-goog-iap-jwt-assertion";
+/// Google's prefix on the identity headers' values.
+pub(crate) const ACCOUNTS_PREFIX: &str = "accounts.google.com:";
+
+/// Whether a client-sent header claims an identity only the gateway may assert.
+pub(crate) fn is_identity_header(name: &HeaderName) -> bool {
+    let n = name.as_str(); // always lowercase
+    n.starts_with("x-goog-authenticated-user-")
+        || n.starts_with("x-goog-iap-")
+        || n.starts_with("x-gatehouse-")
+        || matches!(
+            n,
+            "x-forwarded-user"
+                | "x-forwarded-email"
+                | "x-forwarded-groups"
+                | "x-forwarded-preferred-username"
+                | "x-forwarded-access-token"
+        )
+}
+
+/// Removes every identity header, whatever its case or count.
+pub(crate) fn strip_identity(headers: &mut HeaderMap) -> usize {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_identity_header(n))
+        .cloned()
+        .collect();
+    for n in &names {
+        headers.remove(n);
+    }
+    names.len()
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names, and
+/// `Upgrade` (re-added by the caller for an upgrade it forwards).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` (RFC 7239) to what this hop saw,
+/// replacing client-sent values: the gateway is the front door, so nothing before it is
+/// trusted to say where a request came from.
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, host: &str) {
+    let proto = if tls { "https" } else { "http" };
+    let ip = peer.ip();
+    let for_node = match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        } else {
+            headers.remove(name);
+        }
+    };
+    set(headers, "x-forwarded-for", ip.to_string());
+    set(headers, "x-forwarded-proto", proto.to_owned());
+    let mut forwarded = format!("for={for_node};proto={proto}");
+    if !host.is_empty() {
+        set(headers, "x-forwarded-host", host.to_owned());
+        let quoted = host.replace(['"', '\\'], "");
+        forwarded.push_str(&format!(";host=\"{quoted}\""));
+    } else {
+        headers.remove("x-forwarded-host");
+    }
+    set(headers, "forwarded", forwarded);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_recognised_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append("X-Goog-Authenticated-User-Email", "a".parse().unwrap());
+        h.append("x-goog-authenticated-user-email", "b".parse().unwrap());
+        h.append("X-GOOG-IAP-JWT-ASSERTION", "c".parse().unwrap());
+        h.append("X-Forwarded-User", "d".parse().unwrap());
+        h.append("X-Gatehouse-Anything", "e".parse().unwrap());
+        h.append("x-goog-api-client", "keep".parse().unwrap());
+        assert_eq!(strip_identity(&mut h), 4);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn forwarded_headers_replace_client_values() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        set_forwarded(&mut h, "[::1]:5000".parse().unwrap(), true, "app.example");
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[::1]\";proto=https;host=\"app.example\""
+        );
+    }
+}

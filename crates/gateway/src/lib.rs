@@ -1,0 +1,28 @@
+//! The identity-aware gateway (`gatehouse proxy`): Cloud Run's invoker check and IAP's
+//! signed identity in front of any HTTP service (DESIGN §5).
+//!
+//! - [`config`]: the TOML file and the flags-only form, checked with line numbers;
+//! - [`routes`]: the compiled routing table (one verifier per route), swapped whole on reload;
+//! - [`stack`]: the request path, built in one function
+//!   (strip identity headers -> extract token -> verify -> authorize -> set identity -> proxy);
+//! - [`proxy`]: streaming forwarding to the upstream, WebSocket upgrades;
+//! - [`assertion`]: IAP-shaped ES256 assertions, cached per identity and route;
+//! - [`server`]: listeners, TLS, limits, graceful shutdown and reload.
+
+pub mod assertion;
+pub mod config;
+mod cors;
+mod endpoints;
+mod headers;
+pub mod metrics;
+mod proxy;
+mod ratelimit;
+pub mod routes;
+pub mod server;
+mod stack;
+
+pub use config::{Config, ConfigError, Flags};
+pub use server::{Gateway, Handle, ServeError};
+
+/// The gateway's own endpoints live under this prefix, as IAP's under `/_gcp_iap/`.
+pub const OWN_PREFIX: &str = "/_gatehouse/";

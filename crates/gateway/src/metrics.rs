@@ -1,0 +1,201 @@
+//! Prometheus metrics, hand-rolled text exposition: requests by route and status, denials
+//! by reason code, verification and upstream latency histograms, JWKS fetches. Every label
+//! set is bounded (routes come from config, statuses and reasons from fixed sets).
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    5.0,
+];
+
+/// A fixed-bucket latency histogram in seconds.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                self.counts[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// The gateway's counters. Shared by every connection (`Arc`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    denials: Mutex<BTreeMap<&'static str, u64>>,
+    pub verify_latency: Histogram,
+    pub upstream_latency: Histogram,
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+}
+
+/// Bounds the `route` label: route names come from config, but a config can be large.
+const MAX_REQUEST_SERIES: usize = 4096;
+
+impl Metrics {
+    pub fn request(&self, route: &str, status: u16) {
+        let mut map = self.requests.lock();
+        let key = (route.to_owned(), status);
+        if let Some(n) = map.get_mut(&key) {
+            *n += 1;
+        } else if map.len() < MAX_REQUEST_SERIES {
+            map.insert(key, 1);
+        }
+    }
+
+    /// A refusal (or a token that did not verify on a public route), by reason code.
+    pub fn denial(&self, reason: &'static str) {
+        *self.denials.lock().entry(reason).or_insert(0) += 1;
+    }
+
+    pub fn denials(&self, reason: &str) -> u64 {
+        self.denials.lock().get(reason).copied().unwrap_or(0)
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        if ok {
+            self.reloads.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.reload_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The text exposition; `jwks` lists (url, fetch attempts) of the key caches in use.
+    pub fn render(&self, jwks: &[(String, u64)]) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP gatehouse_requests_total Requests answered, by route and status.\n");
+        out.push_str("# TYPE gatehouse_requests_total counter\n");
+        for ((route, status), n) in self.requests.lock().iter() {
+            let _ = writeln!(
+                out,
+                "gatehouse_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+        out.push_str("# HELP gatehouse_denials_total Requests refused (or tokens not admitted), by reason code.\n");
+        out.push_str("# TYPE gatehouse_denials_total counter\n");
+        for (reason, n) in self.denials.lock().iter() {
+            let _ = writeln!(out, "gatehouse_denials_total{{reason=\"{reason}\"}} {n}");
+        }
+        self.verify_latency.render(
+            &mut out,
+            "gatehouse_verify_duration_seconds",
+            "Token verification time (cache hits included).",
+        );
+        self.upstream_latency.render(
+            &mut out,
+            "gatehouse_upstream_duration_seconds",
+            "Time from forwarding a request to the upstream's response head.",
+        );
+        out.push_str(
+            "# HELP gatehouse_jwks_fetches_total Key document fetches attempted, by URL.\n",
+        );
+        out.push_str("# TYPE gatehouse_jwks_fetches_total counter\n");
+        for (url, n) in jwks {
+            let _ = writeln!(
+                out,
+                "gatehouse_jwks_fetches_total{{url=\"{}\"}} {n}",
+                escape(url)
+            );
+        }
+        let keys_unavailable = self.denials("keys_unavailable");
+        out.push_str("# HELP gatehouse_jwks_failures_total Requests refused because issuer keys could not be fetched.\n");
+        out.push_str("# TYPE gatehouse_jwks_failures_total counter\n");
+        let _ = writeln!(out, "gatehouse_jwks_failures_total {keys_unavailable}");
+        out.push_str("# TYPE gatehouse_connections_open gauge\n");
+        let _ = writeln!(
+            out,
+            "gatehouse_connections_open {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
+        out.push_str("# TYPE gatehouse_connections_total counter\n");
+        let _ = writeln!(
+            out,
+            "gatehouse_connections_total {}",
+            self.connections_total.load(Ordering::Relaxed)
+        );
+        out.push_str("# TYPE gatehouse_config_reloads_total counter\n");
+        let _ = writeln!(
+            out,
+            "gatehouse_config_reloads_total{{result=\"ok\"}} {}",
+            self.reloads.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "gatehouse_config_reloads_total{{result=\"error\"}} {}",
+            self.reload_failures.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.request("api", 200);
+        m.request("api", 200);
+        m.denial("expired");
+        m.verify_latency.observe(Duration::from_micros(300));
+        let text = m.render(&[("http://k/certs".into(), 2)]);
+        assert!(text.contains("gatehouse_requests_total{route=\"api\",status=\"200\"} 2"));
+        assert!(text.contains("gatehouse_denials_total{reason=\"expired\"} 1"));
+        assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"0.0005\"} 1"));
+        assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"0.00025\"} 0"));
+        assert!(text.contains("gatehouse_jwks_fetches_total{url=\"http://k/certs\"} 2"));
+    }
+}

@@ -1,0 +1,236 @@
+//! Forwarding to the upstream: pooled connections, bodies streamed both ways (never
+//! buffered whole), hop-by-hop headers removed, forwarding headers set, body-size limit,
+//! upstream timeout, and protocol upgrades (WebSocket) tunnelled byte for byte.
+
+use crate::config::{Limits, Timeouts};
+use crate::headers;
+use crate::server::Shared;
+use crate::stack::{ConnInfo, Ctx, OutcomeSlot, error_response};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{StatusCode, Version};
+use http_body_util::Limited;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::time::{Duration, Instant};
+
+/// The pooled upstream clients: HTTP/1.1, and h2c (prior knowledge) for routes that ask.
+#[derive(Debug, Clone)]
+pub(crate) struct Upstreams {
+    http1: Client<HttpConnector, Body>,
+    h2c: Client<HttpConnector, Body>,
+}
+
+impl Upstreams {
+    pub(crate) fn new(timeouts: &Timeouts) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeouts.connect));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let base = || {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(1024)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new());
+            b
+        };
+        Upstreams {
+            http1: base().build(connector.clone()),
+            h2c: base().http2_only(true).build(connector),
+        }
+    }
+}
+
+fn upstream_uri(base: &Uri, request_uri: &Uri) -> Result<Uri, http::Error> {
+    let base_path = base.path().trim_end_matches('/');
+    let pq = request_uri
+        .path_and_query()
+        .map_or("/", PathAndQuery::as_str);
+    let joined = format!("{base_path}{pq}");
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(joined.as_str())?);
+    Ok(Uri::from_parts(parts)?)
+}
+
+fn set_reason(request: &Request, reason: &'static str) {
+    if let Some(slot) = request.extensions().get::<OutcomeSlot>() {
+        slot.lock().reason = Some(reason);
+    }
+}
+
+/// Sends `request` to its route's upstream and returns the upstream's answer, streaming.
+pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
+    let Some(ctx) = request.extensions().get::<Ctx>().cloned() else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "no_route_context",
+        );
+    };
+    let conn = request
+        .extensions()
+        .get::<ConnInfo>()
+        .copied()
+        .unwrap_or(ConnInfo {
+            peer: ([0, 0, 0, 0], 0).into(),
+            tls: false,
+        });
+    let limits: &Limits = &shared.limits;
+    if let Some(len) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limits.max_body_bytes {
+            set_reason(&request, "body_too_large");
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "body_too_large",
+            );
+        }
+    }
+    let route = &ctx.route;
+    let uri = match upstream_uri(&route.config.upstream, request.uri()) {
+        Ok(uri) => uri,
+        Err(_) => {
+            set_reason(&request, "bad_path");
+            return error_response(StatusCode::BAD_REQUEST, "bad_request", "bad_path");
+        }
+    };
+    let upgrade =
+        request.version() == Version::HTTP_11 && headers::wants_upgrade(request.headers());
+    let upgrade_value = request.headers().get(header::UPGRADE).cloned();
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let slot = request.extensions().get::<OutcomeSlot>().cloned();
+
+    let (mut parts, body) = request.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let (true, Some(u)) = (upgrade, upgrade_value) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, u);
+    }
+    headers::set_forwarded(&mut parts.headers, conn.peer, conn.tls, &ctx.host);
+    // The app sees the host the client asked for, as behind Cloud Run's front end.
+    if let Ok(host) = HeaderValue::from_str(&ctx.host) {
+        if !ctx.host.is_empty() {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
+    let limited = Body::new(Limited::new(body, clamp_usize(limits.max_body_bytes)));
+    let mut outgoing = Request::new(limited);
+    *outgoing.method_mut() = parts.method;
+    *outgoing.uri_mut() = uri;
+    *outgoing.headers_mut() = parts.headers;
+    let client = if route.config.upstream_h2c {
+        *outgoing.version_mut() = Version::HTTP_2;
+        outgoing.headers_mut().remove(header::HOST);
+        &shared.upstreams.h2c
+    } else {
+        *outgoing.version_mut() = Version::HTTP_11;
+        &shared.upstreams.http1
+    };
+
+    let started = Instant::now();
+    let result = tokio::time::timeout(shared.timeouts.upstream, client.request(outgoing)).await;
+    shared.metrics.upstream_latency.observe(started.elapsed());
+    let reason = |r: &'static str| {
+        if let Some(slot) = &slot {
+            slot.lock().reason = Some(r);
+        }
+    };
+    let mut response = match result {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            tracing::warn!(route = %route.name, error = %error_chain(&error), "upstream request failed");
+            reason("upstream_unavailable");
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "upstream_unavailable",
+            );
+        }
+        Err(_) => {
+            reason("upstream_timeout");
+            return error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "upstream_timeout",
+            );
+        }
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let route_name = route.name.clone();
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client_io, upstream_io)) => {
+                        let mut client_io = TokioIo::new(client_io);
+                        let mut upstream_io = TokioIo::new(upstream_io);
+                        if let Err(error) =
+                            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await
+                        {
+                            tracing::debug!(route = %route_name, %error, "upgraded connection ended");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(route = %route_name, %error, "upgrade did not complete");
+                    }
+                }
+            });
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, Body::empty());
+        }
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
+}
+
+fn clamp_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.truncate(300);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_uri_joins_base_path_and_query() {
+        let base: Uri = "http://127.0.0.1:9000/base/".parse().unwrap();
+        let req: Uri = "/x/y?q=1".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, &req).unwrap().to_string(),
+            "http://127.0.0.1:9000/base/x/y?q=1"
+        );
+        let base: Uri = "http://up:80".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&base, &"/".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "http://up:80/"
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The compiled routing table: each route with its verifier, policy, limiter and options.
+//! A reload builds a new [`Snapshot`] and swaps it in whole; requests in flight keep the
+//! one they started with.
+
+use crate::config::{Config, ConfigError, RouteConfig};
+use crate::ratelimit::RateLimiter;
+use gatehouse_verify::members::{Groups, RUN_INVOKER};
+use gatehouse_verify::verifier::Verifier;
+use std::sync::Arc;
+
+/// One route, ready to serve.
+#[derive(Debug)]
+pub struct Route {
+    pub config: RouteConfig,
+    /// `None` on a public route that names no audience: nothing to verify against.
+    pub verifier: Option<Arc<Verifier>>,
+    /// Granted to `allUsers`: refuses nothing (Cloud Run's `--allow-unauthenticated`).
+    pub public: bool,
+    pub(crate) assertion_audience: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) limiter: Option<RateLimiter>,
+}
+
+impl Route {
+    fn build(config: RouteConfig, previous: Option<&Route>) -> Result<Route, ConfigError> {
+        let public = config.policy.is_public(RUN_INVOKER);
+        // A reload that leaves a route's issuers and audiences alone keeps its verifier, and
+        // with it the warm key and token caches.
+        let reusable = previous.filter(|p| {
+            p.config.issuer_names == config.issuer_names
+                && p.config.audiences == config.audiences
+                && p.config.token_cache == config.token_cache
+        });
+        let verifier = match reusable.and_then(|p| p.verifier.clone()) {
+            Some(v) => Some(v),
+            None if config.audiences.is_empty() && public => None,
+            None => {
+                let mut builder = Verifier::builder().token_cache_capacity(config.token_cache);
+                for profile in &config.issuers {
+                    builder = builder.profile(profile.clone());
+                }
+                let verifier = builder.build().map_err(|e| ConfigError {
+                    file: None,
+                    line: None,
+                    column: None,
+                    reason: format!("route {:?}: {e}", config.name),
+                })?;
+                Some(Arc::new(verifier))
+            }
+        };
+        Ok(Route {
+            public,
+            verifier,
+            assertion_audience: config.assertion_audience.as_str().into(),
+            name: config.name.as_str().into(),
+            limiter: config.rate_limit.map(RateLimiter::new),
+            config,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        if let Some(h) = &self.config.host {
+            if host != Some(h.as_str()) {
+                return false;
+            }
+        }
+        prefix_matches(&self.config.path_prefix, path)
+    }
+}
+
+/// `/api` takes `/api`, `/api/` and `/api/x`, never `/apix`.
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The lowercase host of a `Host` value or authority, without port or trailing dot.
+pub(crate) fn normalize_host(raw: &str) -> String {
+    let raw = raw.trim();
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
+        })
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Everything a request needs from configuration, swapped whole on reload.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub routes: Vec<Arc<Route>>,
+    pub groups: Groups,
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// Builds the table, reusing the verifiers of `previous` where nothing changed.
+    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigError> {
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for rc in &config.routes {
+            let prev = previous.and_then(|p| p.routes.iter().find(|r| r.config.name == rc.name));
+            routes.push(Arc::new(Route::build(rc.clone(), prev.map(|r| &**r))?));
+        }
+        Ok(Snapshot {
+            routes,
+            groups: config.groups.clone(),
+            generation: previous.map_or(1, |p| p.generation + 1),
+        })
+    }
+
+    /// The route for a request: host-specific routes before host-less ones, then the
+    /// longest path prefix.
+    pub fn select(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        self.routes
+            .iter()
+            .filter(|r| r.matches(host, path))
+            .max_by_key(|r| (r.config.host.is_some(), r.config.path_prefix.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/"));
+        assert!(prefix_matches("/api", "/api/v1"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(!prefix_matches("/api", "/"));
+    }
+
+    #[test]
+    fn hosts_are_normalized() {
+        assert_eq!(normalize_host("Example.COM:8080"), "example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("[::1]:80"), "::1");
+        assert_eq!(normalize_host("127.0.0.1"), "127.0.0.1");
+    }
+
+    #[test]
+    fn selection_prefers_host_then_longest_prefix() {
+        let config = crate::config::Config::from_toml(
+            r#"
+            [[route]]
+            name = "root"
+            upstream = "http://127.0.0.1:1"
+            allow = ["allUsers"]
+            [[route]]
+            name = "api"
+            path_prefix = "/api"
+            upstream = "http://127.0.0.1:2"
+            allow = ["allUsers"]
+            [[route]]
+            name = "admin-host"
+            host = "admin.example"
+            upstream = "http://127.0.0.1:3"
+            allow = ["allUsers"]
+            "#,
+            None,
+        )
+        .unwrap();
+        let snap = Snapshot::build(&config, None).unwrap();
+        let pick = |h: Option<&str>, p: &str| snap.select(h, p).map(|r| r.name().to_owned());
+        assert_eq!(pick(None, "/x").as_deref(), Some("root"));
+        assert_eq!(pick(Some("a.example"), "/api/v1").as_deref(), Some("api"));
+        assert_eq!(
+            pick(Some("admin.example"), "/api/v1").as_deref(),
+            Some("admin-host")
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! Every admission decision: 401 vs 403 vs 503, token sources and their precedence, what
+//! goes upstream, public routes.
+
+use crate::support::*;
+use gatehouse_verify::jws::SIGNATURE_REMOVED;
+use serde_json::json;
+
+#[tokio::test]
+async fn missing_token_is_401_with_challenge_and_json_reason() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["allAuthenticatedUsers"])).await;
+    let seen = send(client().get(gw.url("/hello"))).await;
+    assert_eq!(seen.status, 401);
+    assert_eq!(
+        seen.header("www-authenticate"),
+        Some("Bearer error=\"invalid_token\", error_description=\"missing_token\"")
+    );
+    assert_eq!(
+        seen.body,
+        json!({"error": "invalid_token", "reason": "missing_token"})
+    );
+    assert!(seen.header("location").is_none(), "never a redirect");
+    // `Bearer` with nothing after it is no token either.
+    let seen = send(client().get(gw.url("/")).header("authorization", "Bearer ")).await;
+    assert_eq!(seen.status, 401);
+}
+
+#[tokio::test]
+async fn valid_granted_token_reaches_upstream_with_identity() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["user:alice@example.com"])).await;
+    let token = issuer.token("alice@example.com");
+    let seen = send(client().get(gw.url("/x?y=1")).bearer_auth(&token)).await;
+    assert_eq!(seen.status, 200, "{:?}", seen.body);
+    assert_eq!(seen.body["uri"], "/x?y=1");
+    let up = upstream_headers(&seen);
+    assert_eq!(
+        up.header("x-goog-authenticated-user-email"),
+        Some("accounts.google.com:alice@example.com")
+    );
+    assert_eq!(
+        up.header("x-goog-authenticated-user-id"),
+        Some("accounts.google.com:sub-alice@example.com")
+    );
+    assert!(up.header("x-goog-iap-jwt-assertion").is_some());
+    // Forwarded as Cloud Run does: signature replaced.
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    assert_eq!(
+        up.header("authorization"),
+        Some(format!("Bearer {signed}.{SIGNATURE_REMOVED}").as_str())
+    );
+}
+
+#[tokio::test]
+async fn valid_token_of_a_non_member_is_403() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["user:alice@example.com"])).await;
+    let seen = send(
+        client()
+            .get(gw.url("/"))
+            .bearer_auth(issuer.token("mallory@example.com")),
+    )
+    .await;
+    assert_eq!(seen.status, 403);
+    assert_eq!(
+        seen.body,
+        json!({"error": "permission_denied", "reason": "not_invoker"})
+    );
+    assert!(seen.header("www-authenticate").is_none());
+}
+
+#[tokio::test]
+async fn refused_tokens_are_401_with_their_reason_code() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["allAuthenticatedUsers"])).await;
+    let cases = [
+        (
+            issuer.token_with(
+                "a@example.com",
+                json!({"exp": now() - 3600, "iat": now() - 7200}),
+            ),
+            "expired",
+        ),
+        (
+            issuer.token_with("a@example.com", json!({"aud": "https://other.example"})),
+            "wrong_audience",
+        ),
+        (
+            issuer.token_with("a@example.com", json!({"iss": "https://evil.test"})),
+            "wrong_issuer",
+        ),
+        ("not.a.jwt".to_owned(), "malformed"),
+    ];
+    for (token, reason) in cases {
+        let seen = send(client().get(gw.url("/")).bearer_auth(&token)).await;
+        assert_eq!(seen.status, 401, "{reason}");
+        assert_eq!(seen.body["reason"], reason);
+        assert_eq!(
+            seen.header("www-authenticate"),
+            Some(
+                format!("Bearer error=\"invalid_token\", error_description=\"{reason}\"").as_str()
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn serverless_authorization_takes_precedence_and_leaves_authorization_to_the_app() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["user:alice@example.com"])).await;
+    let token = issuer.token("alice@example.com");
+    let app_auth = "Bearer the-apps-own-credential";
+    let seen = send(
+        client()
+            .get(gw.url("/"))
+            .header("x-serverless-authorization", format!("Bearer {token}"))
+            .header("authorization", app_auth),
+    )
+    .await;
+    assert_eq!(seen.status, 200);
+    let up = upstream_headers(&seen);
+    assert_eq!(
+        up.header("authorization"),
+        Some(app_auth),
+        "Authorization untouched"
+    );
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    assert_eq!(
+        up.header("x-serverless-authorization"),
+        Some(format!("Bearer {signed}.{SIGNATURE_REMOVED}").as_str())
+    );
+    // A bad X-Serverless-Authorization is not rescued by a good Authorization.
+    let seen = send(
+        client()
+            .get(gw.url("/"))
+            .header("x-serverless-authorization", "Bearer garbage")
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(seen.status, 401);
+}
+
+#[tokio::test]
+async fn forward_token_keep_and_strip() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let route = |name: &str, prefix: &str, mode: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"http://{up}\"\nurl = \"{AUD}\"\nissuers = [{{ profile = \"{ISSUER}\", jwks = \"{}\" }}]\nallow = [\"allAuthenticatedUsers\"]\nforward_token = \"{mode}\"\n",
+            issuer.jwks_url()
+        )
+    };
+    let gw = gateway(&format!(
+        "{}{}",
+        route("keep", "/keep", "keep"),
+        route("strip", "/strip", "strip")
+    ))
+    .await;
+    let token = issuer.token("a@example.com");
+    let seen = send(client().get(gw.url("/keep")).bearer_auth(&token)).await;
+    assert_eq!(
+        upstream_headers(&seen).header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+    let seen = send(client().get(gw.url("/strip/x")).bearer_auth(&token)).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(upstream_headers(&seen).header("authorization"), None);
+}
+
+#[tokio::test]
+async fn public_route_refuses_nothing_and_adds_identity_only_for_a_verified_token() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "[[route]]\nname = \"vote\"\nupstream = \"http://{up}\"\nurl = \"{AUD}\"\nissuers = [{{ profile = \"{ISSUER}\", jwks = \"{}\" }}]\nallow = [\"allUsers\"]\n",
+        issuer.jwks_url()
+    ))
+    .await;
+    // No token: passes, no identity.
+    let seen = send(client().post(gw.url("/"))).await;
+    assert_eq!(seen.status, 200);
+    let up_h = upstream_headers(&seen);
+    assert!(up_h.header("x-goog-authenticated-user-email").is_none());
+    // A token that does not verify: passes untouched, no identity.
+    let bad = issuer.token_with("a@example.com", json!({"aud": "elsewhere"}));
+    let seen = send(client().post(gw.url("/")).bearer_auth(&bad)).await;
+    assert_eq!(seen.status, 200);
+    let up_h = upstream_headers(&seen);
+    assert_eq!(
+        up_h.header("authorization"),
+        Some(format!("Bearer {bad}").as_str())
+    );
+    assert!(up_h.header("x-goog-authenticated-user-email").is_none());
+    assert!(up_h.header("x-goog-iap-jwt-assertion").is_none());
+    // A token that verifies: Authorization untouched (the app verifies it itself) and
+    // identity headers added.
+    let good = issuer.token("bob@example.com");
+    let seen = send(client().post(gw.url("/")).bearer_auth(&good)).await;
+    let up_h = upstream_headers(&seen);
+    assert_eq!(
+        up_h.header("authorization"),
+        Some(format!("Bearer {good}").as_str())
+    );
+    assert_eq!(
+        up_h.header("x-goog-authenticated-user-email"),
+        Some("accounts.google.com:bob@example.com")
+    );
+}
+
+#[tokio::test]
+async fn unreachable_issuer_keys_are_503_not_401() {
+    let up = echo_upstream().await;
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = gateway(&format!(
+        "[[route]]\nupstream = \"http://{up}\"\nurl = \"{AUD}\"\nissuers = [{{ profile = \"{ISSUER}\", jwks = \"http://{dead}/certs\" }}]\nallow = [\"allAuthenticatedUsers\"]\n"
+    ))
+    .await;
+    let issuer = Issuer::start().await;
+    let seen = send(
+        client()
+            .get(gw.url("/"))
+            .bearer_auth(issuer.token("a@example.com")),
+    )
+    .await;
+    assert_eq!(seen.status, 503);
+    assert_eq!(seen.body["reason"], "keys_unavailable");
+    assert!(seen.header("retry-after").is_some());
+    let ready = client()
+        .get(gw.url("/_gatehouse/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+}
+
+#[tokio::test]
+async fn groups_domains_and_membership_edge_cases() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        r#"
+[groups]
+ops = ["user:Ops@Example.com"]
+
+[[route]]
+upstream = "http://{up}"
+url = "{AUD}"
+issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}]
+policy = '{{"bindings":[{{"role":"roles/run.invoker","members":["group:ops","domain:corp.example"]}},{{"role":"roles/run.admin","members":["user:eve@example.com"]}}]}}'
+"#,
+        jwks = issuer.jwks_url()
+    ))
+    .await;
+    let status = |token: String| {
+        let url = gw.url("/");
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Group member, email case differs.
+    assert_eq!(status(issuer.token("OPS@example.COM")).await, 200);
+    // Domain member.
+    assert_eq!(status(issuer.token("carol@corp.example")).await, 200);
+    // Look-alike and sub-domains are not the domain.
+    assert_eq!(status(issuer.token("carol@evilcorp.example")).await, 403);
+    assert_eq!(status(issuer.token("carol@sub.corp.example")).await, 403);
+    assert_eq!(status(issuer.token("carol@corp.example.evil")).await, 403);
+    // Unverified email matches nothing.
+    assert_eq!(
+        status(issuer.token_with("ops@example.com", json!({"email_verified": false}))).await,
+        403
+    );
+    // No email at all.
+    assert_eq!(
+        status(issuer.token_with(
+            "ops@example.com",
+            json!({"email": null, "email_verified": null})
+        ))
+        .await,
+        403
+    );
+    // Another role is not the invoker role.
+    assert_eq!(status(issuer.token("eve@example.com")).await, 403);
+}
+
+#[tokio::test]
+async fn no_route_is_404_json() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "[[route]]\nhost = \"only.example\"\nupstream = \"http://{up}\"\nurl = \"{AUD}\"\nissuers = [{{ profile = \"{ISSUER}\", jwks = \"{}\" }}]\nallow = [\"allUsers\"]\n",
+        issuer.jwks_url()
+    ))
+    .await;
+    let seen = send(client().get(gw.url("/"))).await;
+    assert_eq!(seen.status, 404);
+    assert_eq!(seen.body["reason"], "no_route");
+    let seen = send(
+        client()
+            .get(gw.url("/"))
+            .header("host", "ONLY.example:8080"),
+    )
+    .await;
+    assert_eq!(seen.status, 200);
+}
+
+#[tokio::test]
+async fn cors_preflight_answered_from_the_allow_list() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "{}[route.cors]\nallow_origins = [\"https://app.example\"]\nallow_credentials = true\n",
+        checked_route(&issuer, up, &["allAuthenticatedUsers"])
+    ))
+    .await;
+    let preflight = |origin: &'static str| {
+        client()
+            .request(reqwest::Method::OPTIONS, gw.url("/api"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization")
+    };
+    let ok = preflight("https://app.example").send().await.unwrap();
+    assert_eq!(ok.status(), 204);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let evil = preflight("https://evil.example").send().await.unwrap();
+    assert!(evil.headers().get("access-control-allow-origin").is_none());
+    // The actual request's refusal is readable by the allowed page.
+    let r = client()
+        .get(gw.url("/api"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+}

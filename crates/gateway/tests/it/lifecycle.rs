@@ -1,0 +1,179 @@
+//! Reload (file change and explicit), bad reloads, reload under load, graceful drain, TLS.
+
+use crate::support::*;
+use std::time::{Duration, Instant};
+
+async fn wait_for_generation(gw: &Running, generation: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gw.handle.generation() < generation {
+        assert!(Instant::now() < deadline, "no reload happened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn file_change_reloads_policy_and_a_bad_file_keeps_the_old_one() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "watch_seconds = 1\n{}",
+        checked_route(&issuer, up, &["user:alice@example.com"])
+    ))
+    .await;
+    let c = client();
+    let bob = issuer.token("bob@example.com");
+    assert_eq!(
+        c.get(gw.url("/"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(
+        &gw.config_path,
+        text.replace("user:alice@example.com", "user:bob@example.com"),
+    )
+    .unwrap();
+    wait_for_generation(&gw, 2).await;
+    assert_eq!(
+        c.get(gw.url("/"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A broken file: refused with its line, the old configuration keeps serving.
+    let good = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(&gw.config_path, format!("{good}\n[[route]\n")).unwrap();
+    let error = gw.handle.reload().unwrap_err();
+    assert!(error.line.is_some(), "{error}");
+    assert_eq!(gw.handle.generation(), 2);
+    assert_eq!(
+        c.get(gw.url("/"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = c
+        .get(gw.url("/_gatehouse/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gatehouse_config_reloads_total{result=\"error\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn reload_under_load_fails_no_request() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["user:alice@example.com"])).await;
+    let token = issuer.token("alice@example.com");
+    let base = std::fs::read_to_string(&gw.config_path).unwrap();
+    let stop = Instant::now() + Duration::from_secs(2);
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let c = client();
+        let url = gw.url("/");
+        let token = token.clone();
+        workers.push(tokio::spawn(async move {
+            let mut ok = 0u32;
+            while Instant::now() < stop {
+                let r = c.get(&url).bearer_auth(&token).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    let mut reloads = 0;
+    while Instant::now() < stop {
+        // Alternate between two valid configurations that both admit alice.
+        let text = if reloads % 2 == 0 {
+            base.replace(
+                "[\"user:alice@example.com\"]",
+                "[\"user:alice@example.com\", \"user:bob@example.com\"]",
+            )
+        } else {
+            base.clone()
+        };
+        std::fs::write(&gw.config_path, text).unwrap();
+        gw.handle.reload().unwrap();
+        reloads += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    assert!(
+        reloads >= 10 && total > 50,
+        "{reloads} reloads, {total} requests"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["allUsers"])).await;
+    let url = gw.url("/_slow?ms=1500");
+    let in_flight = tokio::spawn(async move { client().get(url).send().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.handle.shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are refused while the old request finishes.
+    assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err());
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "slow done");
+    tokio::time::timeout(Duration::from_secs(5), gw.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn tls_with_rustls() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = temp_dir();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let gw = gateway(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n{}",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display(),
+        checked_route(&issuer, up, &["allAuthenticatedUsers"])
+    ))
+    .await;
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", gw.addr)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/", gw.addr.port());
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 401);
+    let seen = send(c.get(&url).bearer_auth(issuer.token("a@example.com"))).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(
+        upstream_headers(&seen).header("x-forwarded-proto"),
+        Some("https")
+    );
+}

@@ -1,0 +1,256 @@
+//! Proxying: streaming both ways with flat memory, WebSocket, h2c both sides, limits,
+//! timeouts, upstream failures, rate limits, keep-alive.
+
+use crate::support::*;
+use futures_util::StreamExt as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A request body made up on the fly: `remaining` bytes in `chunk`-sized frames.
+struct Generated {
+    remaining: u64,
+    chunk: bytes::Bytes,
+}
+
+impl http_body::Body for Generated {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len() as u64);
+        self.remaining -= n;
+        Poll::Ready(Some(Ok(http_body::Frame::data(
+            self.chunk.slice(..n as usize),
+        ))))
+    }
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+const MB: u64 = 1024 * 1024;
+
+#[tokio::test]
+async fn hundred_megabytes_stream_both_ways_with_flat_memory() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["allAuthenticatedUsers"])).await;
+    let token = issuer.token("a@example.com");
+    let c = client();
+    // Warm up (pools, caches) before measuring.
+    c.get(gw.url("/")).bearer_auth(&token).send().await.unwrap();
+    let before = rss_kib();
+
+    // Upload: 100 MB generated on the fly; the echo counts it without keeping it.
+    let total = 100 * MB;
+    let body = Generated {
+        remaining: total,
+        chunk: bytes::Bytes::from(vec![b'u'; 256 * 1024]),
+    };
+    let seen = send(
+        c.post(gw.url("/upload"))
+            .bearer_auth(&token)
+            .body(reqwest::Body::wrap(body)),
+    )
+    .await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.body["body_bytes"].as_u64(), Some(total));
+
+    // Download: 100 MB streamed by the upstream, counted chunk by chunk here.
+    let r = c
+        .get(gw.url(&format!("/_download?bytes={total}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut r = r;
+    let mut got = 0u64;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        got += chunk.len() as u64;
+    }
+    assert_eq!(got, total);
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 40,
+        "memory grew by {grown_mib} MiB moving 200 MB"
+    );
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_gateway() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let issuer = Issuer::start().await;
+    let ws_up = websocket_upstream().await;
+    let gw = gateway(&checked_route(&issuer, ws_up, &["allAuthenticatedUsers"])).await;
+    // Without a token the upgrade is refused before it reaches the upstream.
+    let anon = format!("ws://{}/socket", gw.addr)
+        .into_client_request()
+        .unwrap();
+    match tokio_tungstenite::connect_async(anon).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let mut request = format!("ws://{}/socket", gw.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", issuer.token("a@example.com"))
+            .parse()
+            .unwrap(),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    for i in 0..5 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    ws.send(Message::binary(vec![7u8; 100_000])).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap().into_data().len(), 100_000);
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn h2c_from_clients_and_to_upstreams() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "{}\n[[route]]\nname = \"h2up\"\npath_prefix = \"/h2\"\nupstream = \"http://{up}\"\nupstream_h2c = true\nallow = [\"allUsers\"]\n",
+        checked_route(&issuer, up, &["allAuthenticatedUsers"])
+    ))
+    .await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .get(gw.url("/x"))
+        .bearer_auth(issuer.token("a@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["version"], "HTTP/1.1");
+    let seen = send(client().get(gw.url("/h2/y"))).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.body["version"], "HTTP/2.0");
+    // And the unauthenticated h2 request is still refused.
+    assert_eq!(h2.get(gw.url("/x")).send().await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn limits_timeouts_and_upstream_failures() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = gateway(&format!(
+        "[limits]\nmax_body_bytes = 1024\n[timeouts]\nupstream_seconds = 0.3\n{}\n[[route]]\nname = \"dead\"\npath_prefix = \"/dead\"\nupstream = \"http://{dead}\"\nallow = [\"allUsers\"]\n",
+        checked_route(&issuer, up, &["allUsers"])
+    ))
+    .await;
+    let c = client();
+    let seen = send(c.post(gw.url("/")).body(vec![0u8; 2048])).await;
+    assert_eq!(seen.status, 413);
+    assert_eq!(seen.body["reason"], "body_too_large");
+    let seen = send(c.post(gw.url("/")).body(vec![0u8; 1000])).await;
+    assert_eq!(seen.status, 200);
+    let seen = send(c.get(gw.url("/_slow?ms=3000"))).await;
+    assert_eq!(seen.status, 504);
+    let seen = send(c.get(gw.url("/dead/x"))).await;
+    assert_eq!(seen.status, 502);
+    assert_eq!(seen.body["reason"], "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn rate_limit_is_per_identity_with_retry_after() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "{}rate_limit = {{ per_second = 0.01, burst = 2 }}\n",
+        checked_route(&issuer, up, &["allAuthenticatedUsers"])
+    ))
+    .await;
+    let c = client();
+    let alice = issuer.token("alice@example.com");
+    for _ in 0..2 {
+        assert_eq!(
+            c.get(gw.url("/"))
+                .bearer_auth(&alice)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let r = c.get(gw.url("/")).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    // Another identity has its own bucket; a fresh token of the same identity does not.
+    let bob = issuer.token("bob@example.com");
+    assert_eq!(
+        c.get(gw.url("/"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let alice2 = issuer.token_with("alice@example.com", serde_json::json!({"jti": "2"}));
+    assert_eq!(
+        c.get(gw.url("/"))
+            .bearer_auth(&alice2)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+}
+
+#[tokio::test]
+async fn keep_alive_reuses_one_connection() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["allUsers"])).await;
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
+    }
+    let text = c
+        .get(gw.url("/_gatehouse/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("gatehouse_connections_total 1\n"), "{text}");
+}
