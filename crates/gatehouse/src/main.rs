@@ -6,6 +6,7 @@
 mod client;
 mod inspect;
 mod logging;
+mod up;
 mod vote;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Command {
     Call(client::CallArgs),
     /// The idp-sql voting app (CATS v DOGS): sign in, vote with a verified ID token.
     Vote(vote::VoteArgs),
+    /// The whole system on one machine: emulator, gateway and the voting app, with a banner.
+    Up(up::UpArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
             Command::Token(args) => client::token(args).await,
             Command::Call(args) => client::call(args).await,
             Command::Vote(args) => vote::run(args).await,
+            Command::Up(args) => up::run(args).await,
         }
     });
     match result {
