@@ -4,6 +4,7 @@
 //! this file only lists them (DESIGN §2 is the contract).
 
 mod client;
+mod idp;
 mod inspect;
 mod logging;
 mod up;
@@ -35,6 +36,11 @@ enum Command {
     Vote(vote::VoteArgs),
     /// The whole system on one machine: emulator, gateway and the voting app, with a banner.
     Up(up::UpArgs),
+    /// The Google identity emulator: sign-in, tokens, metadata server, service-account keys,
+    /// Identity Toolkit (unmodified official clients work by changing only a host).
+    Idp(idp::IdpArgs),
+    /// Service-account keys: `keys create-sa-key SA_EMAIL` prints a Google-format key file.
+    Keys(idp::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +64,8 @@ fn main() -> ExitCode {
             Command::Call(args) => client::call(args).await,
             Command::Vote(args) => vote::run(args).await,
             Command::Up(args) => up::run(args).await,
+            Command::Idp(args) => idp::run(args).await,
+            Command::Keys(args) => idp::keys(args).await,
         }
     });
     match result {

@@ -137,6 +137,8 @@ pub fn app(state: IdpState) -> Router {
             get(list_accounts).post(add_account),
         )
         .route("/emulator/v1/accounts/token", post(account_token))
+        // The name `gatehouse-client` uses for the same thing.
+        .route("/emulator/v1/users/token", post(account_token))
         .route("/avatar/{file}", get(avatar))
         .merge(toolkit)
         .with_state(state.clone());
