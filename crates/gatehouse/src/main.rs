@@ -7,6 +7,7 @@ mod client;
 mod idp;
 mod inspect;
 mod logging;
+mod proxy;
 mod up;
 mod vote;
 
@@ -22,6 +23,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The identity-aware gateway: Cloud Run's invoker check and IAP's signed identity in
+    /// front of any HTTP service.
+    Proxy(proxy::ProxyArgs),
     /// Print a token's header and claims, with its expiry in words (verifies nothing).
     Decode(inspect::DecodeArgs),
     /// Verify a token: exit 0 and print its claims, or print the reason code and exit 1.
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Proxy(args) => proxy::run(args).await,
             Command::Decode(args) => inspect::decode(args),
             Command::Verify(args) => inspect::verify(args).await,
             Command::Token(args) => client::token(args).await,
