@@ -177,3 +177,86 @@ async fn tls_with_rustls() {
         Some("https")
     );
 }
+
+#[tokio::test]
+async fn connection_limit_and_idle_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "[limits]\nmax_connections = 1\n[timeouts]\nidle_seconds = 0.6\n{}",
+        checked_route(&issuer, up, &["allUsers"])
+    ))
+    .await;
+    // One silent connection takes the only slot: another request waits...
+    let mut held = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let blocked =
+        tokio::time::timeout(Duration::from_millis(300), client().get(gw.url("/")).send()).await;
+    assert!(
+        blocked.is_err(),
+        "a second connection was served beyond the limit"
+    );
+    // ...until the idle timeout closes the silent one (EOF on our side), freeing the slot.
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), held.read(&mut buf))
+        .await
+        .expect("idle connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let r = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn metrics_can_move_to_an_admin_listener() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+            checked_route(&issuer, up, &["allUsers"])
+        ),
+    )
+    .unwrap();
+    let config = gatehouse_gateway::Config::from_file(&path).unwrap();
+    let gw = gatehouse_gateway::Gateway::bind(config, Some(path))
+        .await
+        .unwrap();
+    let main = gw.local_addr().unwrap();
+    let admin = gw.admin_addr().unwrap();
+    tokio::spawn(gw.run(std::future::pending()));
+    let c = client();
+    let on_main = c
+        .get(format!("http://{main}/_gatehouse/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_main.status(), 404);
+    let on_admin = c
+        .get(format!("http://{admin}/_gatehouse/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_admin.status(), 200);
+    assert!(
+        on_admin
+            .text()
+            .await
+            .unwrap()
+            .contains("gatehouse_requests_total")
+    );
+    // The admin listener proxies nothing.
+    assert_eq!(
+        c.get(format!("http://{admin}/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
