@@ -15,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use base64::Engine as _;
 use serde_json::{Value as Json, json};
 
@@ -152,6 +152,8 @@ pub fn metadata_app(state: IdpState, email: String) -> Router {
     Router::new()
         .route("/", get(metadata_ping))
         .merge(metadata_routes(state, email))
+        // Every answer of a metadata server carries the flavor header, 404s included.
+        .fallback(|| async { meta_text(StatusCode::NOT_FOUND, "Not Found\n".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -163,11 +165,12 @@ struct MetaCtx {
 
 fn metadata_routes(state: IdpState, email: String) -> Router {
     Router::new()
-        .route("/computeMetadata", get(metadata_handler))
-        .route("/computeMetadata/", get(metadata_handler))
-        .route("/computeMetadata/v1", get(metadata_handler))
-        .route("/computeMetadata/v1/", get(metadata_handler))
-        .route("/computeMetadata/v1/{*path}", get(metadata_handler))
+        // `any`: the handler answers other methods itself, with the flavor header.
+        .route("/computeMetadata", any(metadata_handler))
+        .route("/computeMetadata/", any(metadata_handler))
+        .route("/computeMetadata/v1", any(metadata_handler))
+        .route("/computeMetadata/v1/", any(metadata_handler))
+        .route("/computeMetadata/v1/{*path}", any(metadata_handler))
         .with_state(MetaCtx { state, email })
 }
 

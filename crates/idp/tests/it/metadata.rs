@@ -208,4 +208,22 @@ async fn a_metadata_listener_speaks_for_its_own_account() {
     )
     .await;
     assert_eq!(r.status, 404);
+    // Every answer carries the flavor header: unknown paths and other methods too.
+    let r = send(
+        metadata_app(h.state.clone(), email.into()),
+        Request::get("/nope").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("metadata-flavor"), Some("Google"));
+    let r = h
+        .send(
+            Request::post("/computeMetadata/v1/project/project-id")
+                .header("Metadata-Flavor", "Google")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("metadata-flavor"), Some("Google"));
 }
