@@ -1030,11 +1030,7 @@ async fn answer_metadata(ctx: &MetaCtx, request: MetadataRequest) -> Response {
         ),
         R::Token { account, scopes } if account_ok(&account) => {
             let scopes = scopes.unwrap_or_else(|| metadata::DEFAULT_SCOPES.join(","));
-            let result = async {
-                let sa = service_accounts::ensure(state, email, now).await?;
-                service_accounts::cached_access_token(state, &sa, &scopes, now).await
-            }
-            .await;
+            let result = service_accounts::cached_access_token(state, email, &scopes, now).await;
             match result {
                 Ok((token, expires_in)) => meta_json(&json!({
                     "access_token": token, "expires_in": expires_in, "token_type": "Bearer"
@@ -1050,11 +1046,8 @@ async fn answer_metadata(ctx: &MetaCtx, request: MetadataRequest) -> Response {
             audience,
             full,
         } if account_ok(&account) => {
-            let result = async {
-                let sa = service_accounts::ensure(state, email, now).await?;
-                service_accounts::cached_id_token(state, &sa, &audience, full, now).await
-            }
-            .await;
+            let result =
+                service_accounts::cached_id_token(state, email, &audience, full, now).await;
             match result {
                 Ok(token) => meta_text(StatusCode::OK, token),
                 Err(e) => {

@@ -14,9 +14,7 @@
 use crate::error::IdpError;
 use crate::util::{hex, random_bytes, sha256};
 use gatehouse_store::{Store, Value};
-use gatehouse_verify::{
-    Algorithm, IssuerProfile, KeySet, KeySource, PublicKey, SigningKey, Verifier,
-};
+use gatehouse_verify::{Algorithm, KeySet, PublicKey, SigningKey};
 use parking_lot::RwLock;
 use serde_json::{Map, Value as Json, json};
 use std::sync::Arc;
@@ -371,15 +369,6 @@ impl KeyRing {
         };
         *self.snapshot.write() = Some(Arc::new(snapshot));
         Ok(())
-    }
-
-    /// A verifier for tokens this ring signed with `iss` in `issuers` and `aud` in
-    /// `audiences` (empty: any audience is refused by the verifier, so callers pass them).
-    pub fn verifier(&self, profile: IssuerProfile) -> Result<Verifier, IdpError> {
-        let snapshot = self.snapshot().ok_or(IdpError::Corrupt("no keys yet"))?;
-        let keys = KeySet::new(snapshot.public_keys());
-        Verifier::new(profile.with_keys(KeySource::Static(Arc::new(keys))))
-            .map_err(|e| IdpError::Verifier(e.to_string()))
     }
 }
 

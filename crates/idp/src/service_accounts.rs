@@ -11,9 +11,7 @@ use crate::oauth::{self, GOOGLE_ISSUER, GOOGLE_TOKEN_URL, OAuthError, Subject};
 use crate::state::IdpState;
 use crate::util::{b64std, numeric_id, random_hex, rfc3339, valid_email};
 use gatehouse_store::Value;
-use gatehouse_verify::{
-    Algorithm, IssuerProfile, KeySet, KeySource, PublicKey, SigningKey, Verifier,
-};
+use gatehouse_verify::{Algorithm, IssuerProfile, KeySet, KeySource, PublicKey, SigningKey};
 use serde_json::{Map, Value as Json, json};
 use std::sync::Arc;
 
@@ -227,9 +225,9 @@ pub async fn exchange_assertion(
     .with_audiences([GOOGLE_TOKEN_URL.to_owned(), state.config().token_url()])
     .with_max_lifetime(MAX_ASSERTION_LIFETIME)
     .require_subject(false);
-    let verifier = Verifier::builder()
+    let verifier = state
+        .verifier_builder()
         .profile(profile)
-        .token_cache_capacity(0)
         .build()
         .map_err(|e| IdpError::Verifier(e.to_string()))?;
     let now_u = u64::try_from(now).unwrap_or(0);
@@ -289,15 +287,17 @@ pub async fn exchange_assertion(
 /// before it expires (the metadata server's behaviour).
 pub async fn cached_id_token(
     state: &IdpState,
-    sa: &ServiceAccount,
+    email: &str,
     audience: &str,
     full: bool,
     now: i64,
 ) -> Result<String, IdpError> {
-    let key = format!("{}\n{}\n{}", sa.email, full, audience);
+    // The cache is consulted before the database: a hit costs a map lookup.
+    let key = format!("{}\n{}\n{}", email.to_ascii_lowercase(), full, audience);
     if let Some((token, _)) = state.identity_tokens().get(&key, now) {
         return Ok(token);
     }
+    let sa = &ensure(state, email, now).await?;
     let lifetime = state.config().token_lifetime;
     let mut claims = id_token_claims(sa, audience, now, lifetime);
     if full {
@@ -325,14 +325,15 @@ pub async fn cached_id_token(
 /// Returns the token and its remaining lifetime.
 pub async fn cached_access_token(
     state: &IdpState,
-    sa: &ServiceAccount,
+    email: &str,
     scopes: &str,
     now: i64,
 ) -> Result<(String, i64), IdpError> {
-    let key = format!("{}\n{}", sa.email, scopes);
+    let key = format!("{}\n{}", email.to_ascii_lowercase(), scopes);
     if let Some((token, exp)) = state.access_tokens().get(&key, now) {
         return Ok((token, exp - now));
     }
+    let sa = &ensure(state, email, now).await?;
     let lifetime = state.config().token_lifetime;
     let (token, stmt) = oauth::new_access_token(
         Subject::ServiceAccount,

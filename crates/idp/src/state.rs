@@ -67,6 +67,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     identity_tokens: TokenCache,
     access_tokens: TokenCache,
+    /// Handed to every verifier built here: building a client per verifier costs
+    /// milliseconds (TLS roots), and these verifiers never fetch (their keys are static).
+    http: reqwest::Client,
 }
 
 /// Cheap to clone; handlers share one.
@@ -101,7 +104,11 @@ impl IdpState {
             rotation: config.key_rotation,
             token_lifetime: config.token_lifetime,
         };
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| IdpError::Verifier(e.to_string()))?;
         let state = IdpState(Arc::new(Inner {
+            http,
             google: KeyRing::new(RingName::Google, schedule, store.clone()),
             securetoken: KeyRing::new(RingName::SecureToken, schedule, store.clone()),
             config,
@@ -162,6 +169,14 @@ impl IdpState {
         claims: &C,
     ) -> Result<String, IdpError> {
         Ok(self.snapshot(ring)?.signer().sign_jwt(claims)?)
+    }
+
+    /// A verifier builder for tokens checked against static keys (assertions, the
+    /// emulator's own tokens): no token cache, the shared HTTP client.
+    pub fn verifier_builder(&self) -> gatehouse_verify::verifier::VerifierBuilder {
+        gatehouse_verify::Verifier::builder()
+            .http_client(self.0.http.clone())
+            .token_cache_capacity(0)
     }
 
     pub fn identity_tokens(&self) -> &TokenCache {

@@ -674,9 +674,9 @@ fn own_verifier(
     profile: IssuerProfile,
 ) -> Result<Verifier, IdpError> {
     let snapshot = state.snapshot(ring)?;
-    Verifier::builder()
+    state
+        .verifier_builder()
         .profile(profile.with_keys(KeySource::Static(snapshot.keyset())))
-        .token_cache_capacity(0)
         .build()
         .map_err(|e| IdpError::Verifier(e.to_string()))
 }
