@@ -257,28 +257,23 @@ async fn log_request(State(state): State<AppState>, mut request: Request, next: 
         .get::<ErrorDetail>()
         .map(|d| d.0.clone())
         .unwrap_or_default();
-    let trace = trace.unwrap_or_default();
+    // The trace field only when there is a trace, so logs never carry an empty one.
+    macro_rules! request_log {
+        ($level:ident, $severity:literal, $($rest:tt)*) => {
+            match &trace {
+                Some(trace) => tracing::$level!(
+                    severity = $severity, "logging.googleapis.com/trace" = %trace, $($rest)*
+                ),
+                None => tracing::$level!(severity = $severity, $($rest)*),
+            }
+        };
+    }
     if status >= 500 {
-        tracing::error!(
-            severity = "ERROR",
-            "logging.googleapis.com/trace" = %trace,
-            %method, %path, status, latency_ms, error = %detail,
-            "request failed"
-        );
+        request_log!(error, "ERROR", %method, %path, status, latency_ms, error = %detail, "request failed");
     } else if status >= 400 {
-        tracing::warn!(
-            severity = "WARNING",
-            "logging.googleapis.com/trace" = %trace,
-            %method, %path, status, latency_ms, reason = %detail,
-            "request refused"
-        );
+        request_log!(warn, "WARNING", %method, %path, status, latency_ms, reason = %detail, "request refused");
     } else {
-        tracing::info!(
-            severity = "INFO",
-            "logging.googleapis.com/trace" = %trace,
-            %method, %path, status, latency_ms,
-            "request"
-        );
+        request_log!(info, "INFO", %method, %path, status, latency_ms, "request");
     }
     response
 }

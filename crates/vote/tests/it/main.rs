@@ -8,3 +8,4 @@ mod postgres;
 mod process;
 mod routes;
 mod support;
+mod up;

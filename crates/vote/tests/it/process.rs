@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     if let Ok(bin) = std::env::var("GATEHOUSE_BIN") {
         return PathBuf::from(bin);
     }
