@@ -155,10 +155,16 @@ impl IssuerProfile {
             s if s.starts_with("oidc:") && s.len() > "oidc:".len() => {
                 IssuerProfile::oidc(&s["oidc:".len()..])
             }
-            s if !s.is_empty() && !s.contains(char::is_whitespace) => match jwks_url {
-                Some(url) => IssuerProfile::literal(s, KeySource::Url(url.to_owned())),
-                None => IssuerProfile::oidc(s),
-            },
+            // A built-in prefix with nothing after it is a typo, not a literal issuer.
+            s if !s.is_empty()
+                && !s.contains(char::is_whitespace)
+                && !matches!(s, "firebase:" | "oidc:") =>
+            {
+                match jwks_url {
+                    Some(url) => IssuerProfile::literal(s, KeySource::Url(url.to_owned())),
+                    None => IssuerProfile::oidc(s),
+                }
+            }
             s => return Err(ProfileParseError(s.to_owned())),
         };
         if let Some(url) = jwks_url {

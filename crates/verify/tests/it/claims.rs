@@ -689,3 +689,83 @@ async fn debug_never_shows_tokens_or_key_material() {
         }
     }
 }
+
+// ---- several profiles ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_profile_named_by_iss_chooses_the_keys() {
+    let v = Verifier::builder()
+        .profile(google_profile(&[&RSA]))
+        .profile(IssuerProfile::firebase("my-project").with_static_keys(keyset(&[&RSA_2])))
+        .token_cache_capacity(0)
+        .build()
+        .unwrap();
+    v.verify(&sign(&RSA, &google_claims()), NOW).await.unwrap();
+    let firebase = firebase_claims(|_| {});
+    let identity = v.verify(&sign(&RSA_2, &firebase), NOW).await.unwrap();
+    assert_eq!(identity.profile(), "firebase:my-project");
+    // Google's key does not sign for Firebase, nor Firebase's for Google.
+    assert_eq!(
+        v.verify(&sign(&RSA, &firebase), NOW).await.unwrap_err(),
+        Error::UnknownKid {
+            kid: "rsa-1".into()
+        }
+    );
+    assert_eq!(
+        v.verify(&sign(&RSA_2, &google_claims()), NOW)
+            .await
+            .unwrap_err()
+            .code(),
+        "unknown_kid"
+    );
+    // Two profiles may not claim one issuer.
+    let err = Verifier::builder()
+        .profile(google_profile(&[&RSA]))
+        .profile(google_profile(&[&RSA_2]).with_name("google-2"))
+        .build()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        gatehouse_verify::BuildError::AmbiguousIssuer(..)
+    ));
+    assert!(matches!(
+        Verifier::builder().build().unwrap_err(),
+        gatehouse_verify::BuildError::NoProfiles
+    ));
+}
+
+#[test]
+fn profile_specs_parse() {
+    use gatehouse_verify::{KeySource, ProfileKind};
+    let google = IssuerProfile::parse("google", None).unwrap();
+    assert_eq!(google.kind(), &ProfileKind::Google);
+    assert_eq!(
+        google.issuers(),
+        ["accounts.google.com", "https://accounts.google.com"]
+    );
+    assert!(
+        matches!(google.key_source(), KeySource::Url(u) if u == "https://www.googleapis.com/oauth2/v3/certs")
+    );
+    let firebase = IssuerProfile::parse("firebase:proj-1", None).unwrap();
+    assert_eq!(
+        firebase.issuers(),
+        ["https://securetoken.google.com/proj-1"]
+    );
+    assert_eq!(firebase.audiences(), ["proj-1"]);
+    let iap = IssuerProfile::parse("iap", None).unwrap();
+    assert_eq!(
+        (iap.issuers()[0].as_str(), iap.leeway()),
+        ("https://cloud.google.com/iap", 30)
+    );
+    let oidc = IssuerProfile::parse("oidc:https://idp.example", None).unwrap();
+    assert!(matches!(oidc.key_source(), KeySource::Discovery(i) if i == "https://idp.example"));
+    let literal =
+        IssuerProfile::parse("https://idp.example", Some("http://127.0.0.1:1/jwks")).unwrap();
+    assert_eq!(literal.issuers(), ["https://idp.example"]);
+    assert!(matches!(literal.key_source(), KeySource::Url(u) if u == "http://127.0.0.1:1/jwks"));
+    let pinned = IssuerProfile::parse("google", Some("http://127.0.0.1:1/certs")).unwrap();
+    assert!(matches!(pinned.key_source(), KeySource::Url(u) if u == "http://127.0.0.1:1/certs"));
+    for bad in ["", "firebase:", "oidc:", "a b"] {
+        assert!(IssuerProfile::parse(bad, None).is_err(), "{bad:?}");
+    }
+}

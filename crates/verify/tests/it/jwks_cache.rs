@@ -232,6 +232,57 @@ async fn max_age_is_clamped_to_the_configured_bounds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_age_header_is_subtracted_from_max_age() {
+    let server = KeyServer::start(jwks_document(&[&RSA])).await;
+    // A cached copy that has already spent 400 of its 500 seconds.
+    server.set_cache_control("public, max-age=500");
+    server.set_age("400");
+    let v = url_verifier(&server.jwks_url(), cache_config(), 0);
+    let token = token_for(&RSA, 0);
+    v.verify(&token, NOW).await.unwrap();
+    verify_without_fetching(&v, &server, &token, NOW + 79).await;
+    v.verify(&token, NOW + 80).await.unwrap();
+    wait_for_fetches(&server, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_refused_before_the_key_lookup_never_cause_a_fetch() {
+    let server = KeyServer::start(jwks_document(&[&RSA])).await;
+    let v = url_verifier(&server.jwks_url(), cache_config(), 0);
+    let garbage = [
+        "x".to_owned(),
+        "a.b.c".to_owned(),
+        sign(
+            &RSA,
+            &claims_with(|c| {
+                c.insert("iss".into(), json!("https://evil.example"));
+            }),
+        ),
+        sign_raw(
+            &RSA,
+            r#"{"alg":"HS256","kid":"rsa-1"}"#,
+            &google_claims().to_string(),
+        ),
+        sign_raw(
+            &EC,
+            r#"{"alg":"ES256","kid":"ec-1"}"#,
+            &google_claims().to_string(),
+        ),
+        sign_raw(&RSA, r#"{"alg":"RS256"}"#, &google_claims().to_string()),
+        sign_raw(
+            &RSA,
+            r#"{"alg":"RS256","kid":"rsa-1","crit":["x"]}"#,
+            &google_claims().to_string(),
+        ),
+        "!".repeat(20_000),
+    ];
+    for t in &garbage {
+        assert!(v.verify(t, NOW).await.is_err());
+    }
+    assert_eq!(server.jwks_fetches(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_refresh_does_not_block_and_picks_up_rotation() {
     let server = KeyServer::start(jwks_document(&[&RSA])).await;
     server.set_cache_control("max-age=100");

@@ -137,6 +137,7 @@ struct ServerState {
     other_requests: AtomicU64,
     document: Mutex<Vec<u8>>,
     cache_control: Mutex<Option<String>>,
+    age: Mutex<Option<String>>,
     discovery: Mutex<Option<Value>>,
     status: AtomicU16,
     delay_ms: AtomicU64,
@@ -169,6 +170,9 @@ async fn serve_jwks(State(state): State<Arc<ServerState>>) -> Response {
     );
     if let Some(cc) = state.cache_control.lock().as_deref() {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_str(cc).unwrap());
+    }
+    if let Some(age) = state.age.lock().as_deref() {
+        headers.insert(header::AGE, HeaderValue::from_str(age).unwrap());
     }
     response
 }
@@ -223,6 +227,9 @@ impl KeyServer {
     }
     pub fn set_cache_control(&self, value: &str) {
         *self.state.cache_control.lock() = Some(value.to_owned());
+    }
+    pub fn set_age(&self, value: &str) {
+        *self.state.age.lock() = Some(value.to_owned());
     }
     pub fn set_status(&self, status: u16) {
         self.state.status.store(status, Ordering::SeqCst);
