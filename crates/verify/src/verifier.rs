@@ -72,6 +72,9 @@ enum Keys {
     Discovery {
         issuer: String,
         cache: OnceCell<Arc<JwksCache>>,
+        /// When discovery last failed and why: within `failure_backoff` of it, requests
+        /// are refused without asking again (no fetch storm while the issuer is down).
+        last_failure: parking_lot::Mutex<Option<(u64, String)>>,
     },
 }
 
@@ -188,6 +191,7 @@ impl VerifierBuilder {
                     KeySource::Discovery(issuer) => Keys::Discovery {
                         issuer: issuer.clone(),
                         cache: OnceCell::new(),
+                        last_failure: parking_lot::Mutex::new(None),
                     },
                 };
                 Trusted {
@@ -314,8 +318,30 @@ impl Verifier {
         let cache = match &trusted.keys {
             Keys::Static(set) => return Ok(set.clone()),
             Keys::Cache(cache) => cache,
-            Keys::Discovery { issuer, cache } => {
-                cache.get_or_try_init(|| self.discover(issuer)).await?
+            Keys::Discovery {
+                issuer,
+                cache,
+                last_failure,
+            } => {
+                // Checked inside the initialiser too: requests queued behind a failing
+                // discovery must not each retry it.
+                cache
+                    .get_or_try_init(|| async {
+                        let backoff = self.cache_config.failure_backoff;
+                        if let Some((at, reason)) = last_failure.lock().as_ref() {
+                            if now < at.saturating_add(backoff) {
+                                return Err(Error::KeysUnavailable {
+                                    reason: reason.clone(),
+                                });
+                            }
+                        }
+                        let result = self.discover(issuer).await;
+                        if let Err(Error::KeysUnavailable { reason }) = &result {
+                            *last_failure.lock() = Some((now, reason.clone()));
+                        }
+                        result
+                    })
+                    .await?
             }
         };
         let keys = cache.keys(now).await?;

@@ -602,3 +602,45 @@ async fn oidc_discovery_finds_jwks_uri_and_checks_the_issuer() {
         assert_eq!(evil.jwks_fetches(), 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_discovery_is_not_retried_per_request() {
+    let server = KeyServer::start(jwks_document(&[&RSA])).await;
+    // No discovery document yet: 404.
+    let config = CacheConfig {
+        failure_backoff: 5,
+        ..cache_config()
+    };
+    let v = std::sync::Arc::new(
+        Verifier::builder()
+            .profile(IssuerProfile::oidc(&server.base).with_audiences([AUD]))
+            .http_client(http_client())
+            .cache_config(config)
+            .token_cache_capacity(0)
+            .build()
+            .unwrap(),
+    );
+    let token = sign(
+        &RSA,
+        &claims_with(|c| {
+            c.insert("iss".into(), json!(server.base));
+        }),
+    );
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (v, t) = (v.clone(), token.clone());
+            tokio::spawn(async move { v.verify(&t, NOW).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap_err().code(), "keys_unavailable");
+    }
+    for at in 1..5 {
+        assert_eq!(refusal(&v, &token, NOW + at).await, "keys_unavailable");
+    }
+    assert_eq!(server.discovery_fetches(), 1);
+    // After the backoff, discovery is asked again, and succeeds once the issuer is back.
+    server.set_discovery(json!({"issuer": server.base, "jwks_uri": server.jwks_url()}));
+    v.verify(&token, NOW + 5).await.unwrap();
+    assert_eq!(server.discovery_fetches(), 2);
+}
