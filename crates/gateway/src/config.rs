@@ -549,7 +549,10 @@ impl Config {
             assertion_audience: flags.audiences[0].clone(),
             audiences: flags.audiences.clone(),
             issuers: vec![profile],
-            issuer_names: vec![spec.to_owned()],
+            issuer_names: vec![match &flags.jwks {
+                Some(url) => format!("{spec} (keys {url})"),
+                None => spec.to_owned(),
+            }],
             policy: Policy::granting(RUN_INVOKER, members),
             forward_token: ForwardToken::SignatureRemoved,
             cors: Cors::default(),
@@ -764,7 +767,11 @@ fn compile_route(
             .map_err(|e| at.error(span.clone(), e.to_string()))?
             .with_audiences(audiences.iter().cloned());
         issuers.push(profile);
-        issuer_names.push(spec);
+        // The key source is part of the name: a reload that changes it builds a new verifier.
+        issuer_names.push(match jwks {
+            Some(url) => format!("{spec} (keys {url})"),
+            None => spec,
+        });
     }
 
     let cors = match raw.cors {

@@ -55,7 +55,8 @@ impl Histogram {
 /// The gateway's counters. Shared by every connection (`Arc`).
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// route -> status -> count; looked up by `&str`, so counting allocates nothing.
+    requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     denials: Mutex<BTreeMap<&'static str, u64>>,
     pub verify_latency: Histogram,
     pub upstream_latency: Histogram,
@@ -65,17 +66,17 @@ pub struct Metrics {
     reload_failures: AtomicU64,
 }
 
-/// Bounds the `route` label: route names come from config, but a config can be large.
+/// Bounds the `route` label: route names come from config, but a config can be large
+/// (statuses per route are bounded by the status codes hyper can send).
 const MAX_REQUEST_SERIES: usize = 4096;
 
 impl Metrics {
     pub fn request(&self, route: &str, status: u16) {
         let mut map = self.requests.lock();
-        let key = (route.to_owned(), status);
-        if let Some(n) = map.get_mut(&key) {
-            *n += 1;
+        if let Some(statuses) = map.get_mut(route) {
+            *statuses.entry(status).or_insert(0) += 1;
         } else if map.len() < MAX_REQUEST_SERIES {
-            map.insert(key, 1);
+            map.insert(route.to_owned(), BTreeMap::from([(status, 1)]));
         }
     }
 
@@ -110,12 +111,14 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP gatehouse_requests_total Requests answered, by route and status.\n");
         out.push_str("# TYPE gatehouse_requests_total counter\n");
-        for ((route, status), n) in self.requests.lock().iter() {
-            let _ = writeln!(
-                out,
-                "gatehouse_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
+        for (route, statuses) in self.requests.lock().iter() {
+            for (status, n) in statuses {
+                let _ = writeln!(
+                    out,
+                    "gatehouse_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                    escape(route)
+                );
+            }
         }
         out.push_str("# HELP gatehouse_denials_total Requests refused (or tokens not admitted), by reason code.\n");
         out.push_str("# TYPE gatehouse_denials_total counter\n");

@@ -16,6 +16,7 @@ use http_body_util::Limited;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The pooled upstream clients: HTTP/1.1, and h2c (prior knowledge) for routes that ask.
@@ -65,7 +66,7 @@ fn set_reason(request: &Request, reason: &'static str) {
 
 /// Sends `request` to its route's upstream and returns the upstream's answer, streaming.
 pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
-    let Some(ctx) = request.extensions().get::<Ctx>().cloned() else {
+    let Some(ctx) = request.extensions().get::<Arc<Ctx>>().cloned() else {
         return error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -241,18 +241,19 @@ async fn select_route(
             slot.lock().route = Some(route.name.clone());
         }
     }
-    request.extensions_mut().insert(Ctx {
+    request.extensions_mut().insert(Arc::new(Ctx {
         snapshot: snapshot.clone(),
         route,
         now,
         host: raw_host,
         identity_endpoint,
-    });
+    }));
     next.run(request).await
 }
 
-fn ctx(request: &Request) -> Option<Ctx> {
-    request.extensions().get::<Ctx>().cloned()
+/// The request's context; shared (`Arc`) so each layer's look-up is a reference count.
+fn ctx(request: &Request) -> Option<Arc<Ctx>> {
+    request.extensions().get::<Arc<Ctx>>().cloned()
 }
 
 /// A layer found no [`Ctx`]: the stack was built wrong. Answer 500 rather than panic.
