@@ -969,6 +969,42 @@ pub async fn refresh(
     }))
 }
 
+/// `accounts:createAuthUri` (the JS SDK's `fetchSignInMethodsForEmail`): which ways an email
+/// can sign in.
+pub async fn create_auth_uri(
+    state: &IdpState,
+    project: &str,
+    body: &Json,
+) -> Result<Json, ToolkitError> {
+    let email = check_email(
+        body_str(body, "identifier")
+            .or_else(|| body_str(body, "email"))
+            .ok_or_else(|| ToolkitError::new("MISSING_IDENTIFIER"))?,
+    )?;
+    let user = user_by_email(state, project, &email).await?;
+    let mut methods = Vec::new();
+    if let Some(u) = &user {
+        if u.password_hash.is_some() {
+            methods.push("password");
+        }
+        if u.google_sub.is_some() {
+            methods.push("google.com");
+        }
+    }
+    let providers: Vec<&str> = methods
+        .iter()
+        .filter(|m| **m != "password")
+        .copied()
+        .collect();
+    Ok(json!({
+        "kind": "identitytoolkit#CreateAuthUriResponse",
+        "registered": user.is_some(),
+        "allProviders": providers,
+        "signinMethods": methods,
+        "sessionId": random_token(16),
+    }))
+}
+
 /// Dispatches `accounts:ACTION` (with the request's JSON body).
 pub async fn dispatch(
     state: &IdpState,
@@ -985,6 +1021,7 @@ pub async fn dispatch(
         "lookup" => lookup(state, project, body, caller, now).await,
         "update" => update(state, project, body, caller, now).await,
         "delete" => delete(state, project, body, caller, now).await,
+        "createAuthUri" => create_auth_uri(state, project, body).await,
         _ => Err(ToolkitError {
             status: 404,
             message: format!("NOT_FOUND : accounts:{action:.64} is not emulated"),

@@ -133,6 +133,16 @@ async fn email_password_lifecycle() {
         .await;
     assert_eq!(r.json()["error"]["message"], "INVALID_REFRESH_TOKEN");
 
+    // Sign-in methods for an email.
+    let r = h
+        .post_json(
+            &format!("{TK}/accounts:createAuthUri?key=fake"),
+            &json!({"identifier": "fay@example.com", "continueUri": "http://localhost"}),
+        )
+        .await;
+    assert_eq!(r.json()["registered"], true);
+    assert_eq!(r.json()["signinMethods"], json!(["password"]));
+
     // Update display name; delete.
     let r = h
         .post_json(
