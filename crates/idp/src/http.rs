@@ -937,6 +937,14 @@ async fn metadata_handler(
             "Method not allowed\n".into(),
         );
     }
+    // The real server refuses proxied requests (an SSRF guard): a request that passed
+    // through a proxy carries X-Forwarded-For.
+    if headers.contains_key("x-forwarded-for") {
+        return meta_text(
+            StatusCode::FORBIDDEN,
+            "X-Forwarded-For header is not allowed.\n".into(),
+        );
+    }
     let flavored = headers
         .get("metadata-flavor")
         .is_some_and(|v| v.as_bytes() == b"Google");

@@ -59,8 +59,17 @@ impl From<IdpError> for OAuthError {
 }
 
 /// Form or query parameters, bounded, with duplicates refused (RFC 6749 §3.1).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Params(HashMap<String, String>);
+
+impl std::fmt::Debug for Params {
+    // Values include secrets (client_secret, code, code_verifier, assertion): names only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        f.debug_struct("Params").field("names", &names).finish()
+    }
+}
 
 impl Params {
     pub fn parse(encoded: &str) -> Result<Params, OAuthError> {
@@ -837,9 +846,21 @@ pub async fn complete(
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// Client credentials from the form or HTTP Basic (never both).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ClientAuth {
     pub basic: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field(
+                "basic_client_id",
+                &self.basic.as_ref().map(|b| b.0.as_str()),
+            )
+            .field("secret", &"<hidden>")
+            .finish()
+    }
 }
 
 fn client_credentials<'a>(
@@ -1249,6 +1270,21 @@ mod tests {
             at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
             "77QmUPtjPfzWtF2AnpK9RQ"
         );
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let p = Params::parse("client_secret=s3cr3t&code_verifier=v3r1f13r").unwrap();
+        let shown = format!("{p:?}");
+        assert!(
+            shown.contains("client_secret")
+                && !shown.contains("s3cr3t")
+                && !shown.contains("v3r1f13r")
+        );
+        let a = ClientAuth {
+            basic: Some(("id".into(), "s3cr3t".into())),
+        };
+        assert!(!format!("{a:?}").contains("s3cr3t"));
     }
 
     #[test]

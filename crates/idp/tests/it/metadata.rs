@@ -40,6 +40,17 @@ async fn requires_the_flavor_header_and_always_sends_it() {
         )
         .await;
     assert_eq!(r.status, 403);
+    // Proxied requests are refused, as by the real server.
+    let r = h
+        .send(
+            Request::get("/computeMetadata/v1/project/project-id")
+                .header("Metadata-Flavor", "Google")
+                .header("X-Forwarded-For", "203.0.113.7")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 403);
 }
 
 #[tokio::test]
