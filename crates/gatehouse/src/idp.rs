@@ -30,10 +30,10 @@ pub struct IdpArgs {
     #[arg(long, env = "GATEHOUSE_IDP_DATABASE")]
     database: Option<String>,
     /// Key documents' Cache-Control max-age; new keys are published this long before use.
-    #[arg(long, default_value_t = 3600, hide = true)]
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
     key_max_age: i64,
     /// Seconds a signing key signs before its successor takes over.
-    #[arg(long, default_value_t = 7 * 86_400, hide = true)]
+    #[arg(long, default_value_t = 7 * 86_400, value_name = "SECS")]
     key_rotation: i64,
 }
 

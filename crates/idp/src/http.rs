@@ -263,12 +263,16 @@ fn query_params(raw: Option<&str>) -> Result<Params, OAuthError> {
     Params::parse(raw)
 }
 
-fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|h| signin::cookie_value(h, CSRF_COOKIE).map(str::to_owned))
+        .find_map(|h| signin::cookie_value(h, name).map(str::to_owned))
+}
+
+fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, CSRF_COOKIE)
 }
 
 async fn chooser(
@@ -334,9 +338,12 @@ async fn auth_get(
     };
     let now = state.now();
     if req.prompt_none() {
-        let account = match &req.login_hint {
-            Some(hint) => accounts::by_email(state.store(), hint).await,
-            None => Ok(None),
+        // The account named by login_hint, else the browser's last signed-in account (the
+        // emulator's stand-in for a Google session; test accounts need no password anyway).
+        let account = match (&req.login_hint, cookie(&headers, signin::SESSION_COOKIE)) {
+            (Some(hint), _) => accounts::by_email(state.store(), hint).await,
+            (None, Some(sub)) if sub.len() <= 32 => accounts::by_sub(state.store(), &sub).await,
+            _ => Ok(None),
         };
         return match account {
             Ok(Some(a)) => match oauth::complete(&state, &req, &a, now).await {
@@ -454,7 +461,19 @@ async fn auth_post(State(state): State<IdpState>, headers: HeaderMap, body: Byte
         }
     };
     match oauth::complete(&state, &req, &account, now).await {
-        Ok(url) => redirect(StatusCode::SEE_OTHER, &url),
+        Ok(url) => {
+            let mut r = redirect(StatusCode::SEE_OTHER, &url);
+            // Lax: sent on the app's top-level navigation back here (prompt=none).
+            let session = format!(
+                "{}={}; Path=/o/oauth2; HttpOnly; SameSite=Lax",
+                signin::SESSION_COOKIE,
+                account.sub
+            );
+            if let Ok(v) = HeaderValue::from_str(&session) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+            r
+        }
         Err(e) => {
             tracing::error!(error = %e, "completing sign-in failed");
             internal()

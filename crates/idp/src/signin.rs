@@ -8,6 +8,8 @@ use crate::util::{ct_eq, html_escape, random_token};
 
 pub const CSRF_COOKIE: &str = "gatehouse_csrf";
 pub const CSRF_FIELD: &str = "csrf_token";
+/// The account last chosen in this browser, for `prompt=none` without `login_hint`.
+pub const SESSION_COOKIE: &str = "gatehouse_account";
 
 /// A fresh CSRF token for a browser that has none.
 pub fn new_csrf_token() -> String {

@@ -227,6 +227,39 @@ async fn prompt_none_with_login_hint() {
     assert_eq!(r.status, 302);
     let p = fragment_params(r.header("location").unwrap());
     assert_eq!(claims(&p["id_token"])["email"], "bob@example.com");
+    // Without login_hint: the browser's last chosen account (cookie), else login_required.
+    let no_hint: Vec<(&str, &str)> = pairs[..6].to_vec();
+    let r = h.get(&auth_query(&no_hint)).await;
+    assert_eq!(
+        fragment_params(r.header("location").unwrap())["error"],
+        "login_required"
+    );
+    let (cookie, csrf, _) = open_chooser(&h, &pairs[..5]).await;
+    let mut form: Vec<(&str, &str)> = pairs[..5].to_vec();
+    form.extend([
+        ("csrf_token", csrf.as_str()),
+        ("action", "choose"),
+        ("email", "alice@example.com"),
+    ]);
+    let r = post_chooser(&h, Some(&cookie), &form).await;
+    let session = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(session.starts_with("gatehouse_account="));
+    let r = h
+        .send(
+            Request::get(auth_query(&no_hint))
+                .header("cookie", session)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let p = fragment_params(r.header("location").unwrap());
+    assert_eq!(claims(&p["id_token"])["email"], "alice@example.com");
     pairs[6] = ("login_hint", "nobody@example.com");
     let r = h.get(&auth_query(&pairs)).await;
     let p = fragment_params(r.header("location").unwrap());
