@@ -189,11 +189,18 @@ pub enum PolicyError {
     Json(#[from] serde_json::Error),
     #[error("binding for {0:?} has a condition; IAM conditions are not supported")]
     Condition(String),
+    #[error("policy must be a JSON object with a \"bindings\" array")]
+    NotAnObject,
 }
 
 impl Policy {
     pub fn from_json(text: &str) -> Result<Self, PolicyError> {
-        let policy: Policy = serde_json::from_str(text)?;
+        // serde would also read a struct from a JSON array; a policy is only ever an object.
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        if !value.is_object() {
+            return Err(PolicyError::NotAnObject);
+        }
+        let policy: Policy = serde_json::from_value(value)?;
         if let Some(b) = policy.bindings.iter().find(|b| b.condition.is_some()) {
             return Err(PolicyError::Condition(b.role.clone()));
         }

@@ -443,7 +443,8 @@ pub(crate) fn check_claims(
     }
     if let ProfileKind::Firebase { .. } = &profile.kind {
         let sub = claims.subject().unwrap_or("");
-        if sub.is_empty() || sub.len() > 128 {
+        // Characters, not bytes, as firebase-admin counts them.
+        if sub.is_empty() || sub.chars().count() > 128 {
             return Err(Error::InvalidClaim {
                 claim: "sub",
                 why: "Firebase uid must be 1 to 128 characters",

@@ -374,6 +374,16 @@ async fn firebase_rules() {
     )
     .await
     .unwrap();
+    // Characters, not bytes: 128 two-byte characters are a valid uid.
+    check(
+        &v,
+        &firebase_claims(|c| {
+            c.insert("sub".into(), json!("é".repeat(128)));
+        }),
+        NOW,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         check(
             &v,

@@ -271,3 +271,16 @@ async fn all_users_and_all_authenticated_users() {
     assert!(granting.is_granted(RUN_INVOKER, Some(&anyone), &groups));
     assert!(!granting.is_granted(RUN_INVOKER, None, &groups));
 }
+
+#[test]
+fn a_policy_is_a_json_object_only() {
+    assert!(matches!(
+        Policy::from_json(r#"[[{"role":"roles/run.invoker","members":["allUsers"]}]]"#),
+        Err(PolicyError::NotAnObject)
+    ));
+    assert!(matches!(
+        Policy::from_json("[]"),
+        Err(PolicyError::NotAnObject)
+    ));
+    assert!(Policy::from_json(r#"{"bindings":[]}"#).is_ok());
+}
