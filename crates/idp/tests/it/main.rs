@@ -2,6 +2,7 @@
 //! when configured, PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod garbage;
 mod keys;
 mod metadata;
 mod signin;
