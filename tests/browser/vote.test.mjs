@@ -38,7 +38,11 @@ function freePort() {
 }
 
 function startUp(args) {
-  const child = spawn(GATEHOUSE_BIN, ['up', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return startGatehouse(['up', ...args]);
+}
+
+function startGatehouse(args) {
+  const child = spawn(GATEHOUSE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const output = [];
   child.stdout.on('data', (d) => output.push(d));
   child.stderr.on('data', (d) => output.push(d));
@@ -165,6 +169,72 @@ test('gatehouse up: sign in on the emulator, vote, see the count rise, sign out'
     assert.ok([gateway, emulator].includes(origin), `request to ${origin}`);
   }
   assert.deepEqual(failedRequests, []);
+});
+
+test('gatehouse vote in Firebase mode: the Google token is traded for a Firebase session, renewed without a window', { timeout: 180_000 }, async () => {
+  assert.ok(existsSync(GATEHOUSE_BIN), `${GATEHOUSE_BIN} is missing: cargo build --bin gatehouse`);
+  const data = mkdtempSync(join(tmpdir(), 'gatehouse-vote-firebase-'));
+  cleanups.push(async () => rmSync(data, { recursive: true, force: true }));
+  const [idpPort, votePort] = [await freePort(), await freePort()];
+  const emulator = `http://127.0.0.1:${idpPort}`;
+  const app = `http://127.0.0.1:${votePort}`;
+  const idp = startGatehouse(['idp', '--listen', `127.0.0.1:${idpPort}`, '--data', join(data, 'idp')]);
+  await waitReady(idp, [`${emulator}/.well-known/openid-configuration`]);
+  const vote = startGatehouse([
+    'vote', '--listen', `127.0.0.1:${votePort}`, '--data', join(data, 'vote'), '--idp', emulator,
+    '--firebase-project', 'demo-project', '--firebase-api-key', 'demo-api-key',
+  ]);
+  await waitReady(vote, [`${app}/healthz`]);
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: process.env.GATEHOUSE_BROWSER_HEADFUL !== '1',
+    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  cleanups.push(() => browser.close());
+  const page = await browser.newPage();
+  const dialogs = [];
+  page.on('dialog', async (d) => { dialogs.push(d.message()); await d.accept(); });
+  const popups = [];
+  page.on('popup', (p) => popups.push(p));
+  const requests = [];
+  page.on('request', (r) => requests.push(r.url()));
+  await page.goto(`${app}/`);
+  const popupPromise = page.waitForEvent('popup');
+  await page.getByRole('button', { name: 'Sign In with Google' }).click();
+  const popup = await popupPromise;
+  await popup.getByText('bob@example.com').first().click();
+  await page.locator('#user').filter({ hasText: 'Signed in as bob@example.com' }).waitFor({ timeout: 20_000 });
+  const session = async () => page.evaluate(() => JSON.parse(sessionStorage.getItem('gatehouse.vote.session')));
+  const first = await session();
+  const claims = (t) => JSON.parse(Buffer.from(t.split('.')[1], 'base64url').toString('utf8'));
+  assert.equal(claims(first.idToken).iss, 'https://securetoken.google.com/demo-project');
+  assert.equal(claims(first.idToken).aud, 'demo-project');
+  assert.ok(first.refreshToken, 'a refresh token is kept');
+
+  await page.getByRole('button', { name: 'Vote for DOGS' }).click();
+  await page.locator('#dogs-count').filter({ hasText: /^1$/ }).waitFor();
+  assert.match(dialogs.at(-1), /^Vote successfully cast for 'DOGS'/);
+
+  // Make the token look 4 minutes from expiry: the next vote renews it with the refresh
+  // token, and no window opens.
+  await page.evaluate(() => {
+    const s = JSON.parse(sessionStorage.getItem('gatehouse.vote.session'));
+    s.exp = Math.floor(Date.now() / 1000) + 240;
+    sessionStorage.setItem('gatehouse.vote.session', JSON.stringify(s));
+  });
+  await page.reload();
+  await page.locator('#user').filter({ hasText: 'bob@example.com' }).waitFor();
+  const popupsBefore = popups.length;
+  await page.getByRole('button', { name: 'Vote for CATS' }).click();
+  await page.locator('#cats-count').filter({ hasText: /^1$/ }).waitFor();
+  assert.match(dialogs.at(-1), /^Vote successfully cast for 'CATS'/);
+  assert.ok(requests.some((u) => u.startsWith(`${emulator}/securetoken.googleapis.com/v1/token?key=demo-api-key`)), 'renewed at securetoken /v1/token');
+  const second = await session();
+  // (Within the same second the emulator signs identical claims, so compare lifetimes.)
+  assert.ok(second.exp - Math.floor(Date.now() / 1000) > 3000, `renewed token lives an hour: ${second.exp}`);
+  assert.equal(claims(second.idToken).sub, claims(first.idToken).sub, 'same Firebase uid');
+  assert.equal(popups.length, popupsBefore, 'no sign-in window for a renewal');
 });
 
 async function waitFor(predicate, what, timeoutMs = 15_000) {

@@ -267,6 +267,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("starting the gateway on {gateway_addr}"))?;
 
+    // Every listener is bound: connections wait in the backlog, so the banner can come
+    // first (whoever waits for a port to answer has the banner by then).
+    println!(
+        "{}",
+        banner(
+            &public_url,
+            &idp_url,
+            vote_addr,
+            (&metadata_addrs[0], &caller_email),
+            (&metadata_addrs[1], &other_email),
+            &data_note,
+        )
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let maintenance = idp_state.spawn_maintenance();
     let mut tasks = tokio::task::JoinSet::new();
@@ -295,17 +308,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
-    println!(
-        "{}",
-        banner(
-            &public_url,
-            &idp_url,
-            vote_addr,
-            (&metadata_addrs[0], &caller_email),
-            (&metadata_addrs[1], &other_email),
-            &data_note,
-        )
-    );
     tracing::info!(severity = "INFO", gateway = %public_url, idp = %idp_url, "gatehouse up");
 
     // Stop everything on a signal, or when any part stops on its own (an error).

@@ -44,6 +44,10 @@ pub struct VoteArgs {
     /// Where the Firebase tokens' keys are [default: from --idp].
     #[arg(long)]
     pub firebase_keys: Option<String>,
+    /// Sign in the Firebase way: the page trades the Google token for the project's own
+    /// (accounts:signInWithIdp with this Web API key) and renews it with the refresh token.
+    #[arg(long, requires = "firebase_project")]
+    pub firebase_api_key: Option<String>,
     /// Project in the logs' `logging.googleapis.com/trace`.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT", default_value = "gatehouse-demo")]
     pub project: String,
@@ -94,6 +98,13 @@ impl VoteArgs {
         } else {
             SignInConfig::emulator(&self.idp, &client_ids[0])
         };
+        if let Some(key) = &self.firebase_api_key {
+            sign_in.firebase = Some(if real_google {
+                gatehouse_vote::FirebaseClient::google(key)
+            } else {
+                gatehouse_vote::FirebaseClient::emulator(&self.idp, key)
+            });
+        }
         if let Some(endpoint) = self.auth_endpoint {
             sign_in.authorization_endpoint = endpoint;
         }

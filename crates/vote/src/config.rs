@@ -25,6 +25,51 @@ pub struct SignInConfig {
     pub scope: String,
     /// "Sign In with {provider_label}".
     pub provider_label: String,
+    /// When set, the page trades the Google ID token for a Firebase / Identity Platform
+    /// session (`accounts:signInWithIdp`) and renews it with the refresh token, as the
+    /// seed's Firebase SDK does.
+    pub firebase: Option<FirebaseClient>,
+}
+
+/// The Firebase / Identity Platform endpoints the page talks to (public values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirebaseClient {
+    pub api_key: String,
+    /// `https://identitytoolkit.googleapis.com`, or the emulator's
+    /// `http://127.0.0.1:9099/identitytoolkit.googleapis.com`.
+    pub identity_toolkit: String,
+    /// `https://securetoken.googleapis.com`, or the emulator's counterpart.
+    pub secure_token: String,
+}
+
+impl FirebaseClient {
+    /// Through the emulator at `idp`, as `connectAuthEmulator` points the SDK.
+    pub fn emulator(idp: &str, api_key: &str) -> Self {
+        let idp = idp.trim_end_matches('/');
+        FirebaseClient {
+            api_key: api_key.to_owned(),
+            identity_toolkit: format!("{idp}/identitytoolkit.googleapis.com"),
+            secure_token: format!("{idp}/securetoken.googleapis.com"),
+        }
+    }
+
+    /// Google's Identity Platform / Firebase Auth.
+    pub fn google(api_key: &str) -> Self {
+        FirebaseClient {
+            api_key: api_key.to_owned(),
+            identity_toolkit: "https://identitytoolkit.googleapis.com".to_owned(),
+            secure_token: "https://securetoken.googleapis.com".to_owned(),
+        }
+    }
+}
+
+/// `scheme://host[:port]` of a URL, for the page's Content-Security-Policy.
+fn origin_of(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    match parsed.origin() {
+        url::Origin::Tuple(..) => Some(parsed.origin().ascii_serialization()),
+        url::Origin::Opaque(_) => None,
+    }
 }
 
 impl SignInConfig {
@@ -35,6 +80,7 @@ impl SignInConfig {
             client_id: client_id.to_owned(),
             scope: "openid email profile".to_owned(),
             provider_label: "Google".to_owned(),
+            firebase: None,
         }
     }
 
@@ -55,7 +101,27 @@ impl SignInConfig {
             "callbackPath": CALLBACK_PATH,
             // Re-run sign-in when the token has less than this left (seconds).
             "refreshBeforeExpiry": 300,
+            "firebase": self.firebase.as_ref().map(|f| serde_json::json!({
+                "apiKey": f.api_key,
+                "identityToolkit": f.identity_toolkit,
+                "secureToken": f.secure_token,
+            })),
         })
+    }
+
+    /// Origins besides the app's own that the page's scripts may call (`connect-src`).
+    pub fn connect_origins(&self) -> Vec<String> {
+        let mut origins = Vec::new();
+        if let Some(f) = &self.firebase {
+            for url in [&f.identity_toolkit, &f.secure_token] {
+                if let Some(o) = origin_of(url) {
+                    if !origins.contains(&o) {
+                        origins.push(o);
+                    }
+                }
+            }
+        }
+        origins
     }
 }
 
@@ -118,5 +184,32 @@ impl TrustConfig {
             builder = builder.profile(IssuerProfile::firebase(project).with_jwks_url(keys));
         }
         builder.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firebase_mode_names_its_endpoints_and_origins() {
+        let mut c = SignInConfig::emulator("http://127.0.0.1:9099/", "web");
+        assert!(c.connect_origins().is_empty());
+        assert!(c.to_client_json()["firebase"].is_null());
+        c.firebase = Some(FirebaseClient::emulator("http://127.0.0.1:9099", "key"));
+        assert_eq!(c.connect_origins(), ["http://127.0.0.1:9099"]);
+        let json = c.to_client_json();
+        assert_eq!(
+            json["firebase"]["identityToolkit"],
+            "http://127.0.0.1:9099/identitytoolkit.googleapis.com"
+        );
+        c.firebase = Some(FirebaseClient::google("key"));
+        assert_eq!(
+            c.connect_origins(),
+            [
+                "https://identitytoolkit.googleapis.com",
+                "https://securetoken.googleapis.com"
+            ]
+        );
     }
 }

@@ -28,10 +28,20 @@ use std::sync::Arc;
 use std::time::Instant;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// Scripts and styles from this origin only; the sign-in popup is a navigation, which
-/// CSP does not govern.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+/// Scripts and styles from this origin only; fetches to this origin and, in Firebase mode,
+/// to the Identity Toolkit's. The sign-in popup is a navigation, which CSP does not govern.
+fn content_security_policy(sign_in: &SignInConfig) -> HeaderValue {
+    let mut connect = String::from("'self'");
+    for origin in sign_in.connect_origins() {
+        connect.push(' ');
+        connect.push_str(&origin);
+    }
+    let csp = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src {connect}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    );
+    HeaderValue::from_str(&csp).unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"))
+}
 
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -46,6 +56,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     trace_project: String,
     allowed_origins: Vec<String>,
+    csp: HeaderValue,
 }
 
 impl std::fmt::Debug for AppState {
@@ -95,6 +106,7 @@ impl AppStateBuilder {
     pub fn build(self) -> AppState {
         AppState {
             inner: Arc::new(Inner {
+                csp: content_security_policy(&self.sign_in),
                 votes: self.votes,
                 verifier: self.verifier,
                 sign_in: self.sign_in,
@@ -396,10 +408,10 @@ fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("text/html"))
 }
 
-fn html_response(body: String) -> Response {
+fn html_response(state: &AppState, body: String) -> Response {
     let mut response = Html(body).into_response();
     let h = response.headers_mut();
-    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(CONTENT_SECURITY_POLICY, state.inner.csp.clone());
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         "x-content-type-options",
@@ -431,7 +443,7 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Ok(tally) => html_response(page::index(&tally, &state.inner.sign_in)),
+        Ok(tally) => html_response(&state, page::index(&tally, &state.inner.sign_in)),
         Err(e) => AppError::from(e).respond(&headers),
     }
 }
@@ -564,8 +576,8 @@ async fn hourly(
     }
 }
 
-async fn callback() -> Response {
-    html_response(page::callback())
+async fn callback(State(state): State<AppState>) -> Response {
+    html_response(&state, page::callback())
 }
 
 async fn static_asset(Path(name): Path<String>) -> Response {

@@ -17,7 +17,7 @@ pub mod page;
 pub mod time;
 pub mod votes;
 
-pub use config::{SignInConfig, TrustConfig};
+pub use config::{FirebaseClient, SignInConfig, TrustConfig};
 pub use database::{CloudSqlCredentials, DatabaseTarget, DatabaseUrl};
 pub use http::{AppState, app};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

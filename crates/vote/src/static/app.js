@@ -105,13 +105,9 @@ for (const button of document.querySelectorAll('button.vote')) {
   button.addEventListener('click', () => vote(button.dataset.team, button));
 }
 
-// A sign-in that came back without a popup.
-try {
-  signIn.completeRedirect();
-} catch (err) {
-  say(err.message);
-}
 render(signIn.user);
+// A sign-in that came back without a popup.
+signIn.completeRedirect().catch((err) => say(err.message));
 
 // Say so before the token lapses; the next vote renews it.
 setInterval(() => {

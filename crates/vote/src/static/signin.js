@@ -93,11 +93,14 @@ export class SignIn {
       };
       const onMessage = (event) => {
         if (event.origin !== location.origin || !event.data || event.data.type !== 'gatehouse-auth') return;
+        let googleToken;
         try {
-          done(resolve, this.#accept(event.data.fragment));
+          googleToken = this.#verifyAnswer(event.data.fragment);
         } catch (e) {
           done(reject, e);
+          return;
         }
+        this.#establish(googleToken).then((t) => done(resolve, t), (e) => done(reject, e));
       };
       window.addEventListener('message', onMessage);
       const timer = setInterval(() => {
@@ -108,15 +111,16 @@ export class SignIn {
   }
 
   /** Completes a flow whose answer came back without a popup (see callback.js). */
-  completeRedirect() {
+  async completeRedirect() {
     const fragment = sessionStorage.getItem(FRAGMENT_KEY);
     if (fragment === null) return false;
     sessionStorage.removeItem(FRAGMENT_KEY);
-    this.#accept(fragment);
+    await this.#establish(this.#verifyAnswer(fragment));
     return true;
   }
 
-  #accept(fragment) {
+  /** Checks the popup's answer against this page's request; returns the Google ID token. */
+  #verifyAnswer(fragment) {
     const pending = JSON.parse(sessionStorage.getItem(PENDING_KEY) || 'null');
     sessionStorage.removeItem(PENDING_KEY);
     const params = new URLSearchParams(fragment || '');
@@ -134,10 +138,58 @@ export class SignIn {
     if (claims.nonce !== pending.nonce) {
       throw new SignInError('The ID token was not issued for this sign-in (nonce).');
     }
-    this.session = { idToken, exp: claims.exp, email: claims.email || claims.sub, name: claims.name || claims.email || claims.sub };
+    return idToken;
+  }
+
+  /**
+   * Makes a session of a Google ID token: as is, or (Firebase / Identity Platform mode)
+   * traded at accounts:signInWithIdp for the project's own ID token and a refresh token.
+   */
+  async #establish(googleToken) {
+    let idToken = googleToken;
+    let refreshToken = null;
+    const fb = this.config.firebase;
+    if (fb) {
+      const answer = await this.#firebaseCall(`${fb.identityToolkit}/v1/accounts:signInWithIdp`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({
+          postBody: new URLSearchParams({ id_token: googleToken, providerId: 'google.com' }).toString(),
+          requestUri: location.origin,
+          returnSecureToken: true,
+          returnIdpCredential: true,
+        }),
+      });
+      idToken = answer.idToken;
+      refreshToken = answer.refreshToken;
+    }
+    this.#remember(idToken, refreshToken);
+    return idToken;
+  }
+
+  #remember(idToken, refreshToken) {
+    const claims = decodeClaims(idToken);
+    this.session = {
+      idToken,
+      refreshToken,
+      exp: claims.exp,
+      email: claims.email || claims.sub,
+      name: claims.name || claims.email || claims.sub,
+    };
     sessionStorage.setItem(SESSION_KEY, JSON.stringify(this.session));
     this.onChange(this.user);
-    return idToken;
+  }
+
+  async #firebaseCall(url, init) {
+    const u = new URL(url);
+    u.searchParams.set('key', this.config.firebase.apiKey);
+    const response = await fetch(u, init);
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const message = body.error && body.error.message ? body.error.message : `HTTP ${response.status}`;
+      throw new SignInError(`Sign-in failed: ${message}`);
+    }
+    return body;
   }
 
   /**
@@ -148,6 +200,16 @@ export class SignIn {
   async getIdToken() {
     if (!this.session) throw new SignInError('User not signed in.');
     if (!this.needsRefresh()) return this.session.idToken;
+    if (this.session.refreshToken && this.config.firebase) {
+      // Firebase mode: the refresh token renews the session without a window.
+      const answer = await this.#firebaseCall(`${this.config.firebase.secureToken}/v1/token`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: this.session.refreshToken }).toString(),
+      });
+      this.#remember(answer.id_token, answer.refresh_token || this.session.refreshToken);
+      return this.session.idToken;
+    }
     const hint = this.session.email;
     try {
       return await this.signIn({ prompt: 'none', loginHint: hint });
