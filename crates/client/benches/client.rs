@@ -125,12 +125,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(key_file.assertion(AUDIENCE).unwrap()))
     });
 
-    // Against the emulator, when one runs (GATEHOUSE_BENCH_IDP=http://127.0.0.1:9099).
-    if let Ok(idp) = std::env::var("GATEHOUSE_BENCH_IDP") {
-        let emulator = MetadataServer::new(&idp).unwrap();
+    // Against the emulator, when one runs: GATEHOUSE_BENCH_METADATA=HOST:PORT (its metadata
+    // server, which reuses a token per audience as Google's does) and
+    // GATEHOUSE_BENCH_KEY_FILE=key.json (from `gatehouse keys create-sa-key`: every exchange
+    // is a real mint, the emulator checking the assertion and signing a new token).
+    if let Ok(host) = std::env::var("GATEHOUSE_BENCH_METADATA") {
+        let emulator = MetadataServer::new(&host).unwrap();
         group.bench_function("mint_emulator_metadata", |b| {
             b.to_async(&rt)
                 .iter(|| async { black_box(emulator.mint(AUDIENCE).await.unwrap()) })
+        });
+    }
+    if let Ok(path) = std::env::var("GATEHOUSE_BENCH_KEY_FILE") {
+        let source = rt.block_on(KeyFileSource::from_file(path)).unwrap();
+        group.bench_function("mint_emulator_key_file", |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(source.mint(AUDIENCE).await.unwrap()) })
         });
     }
     group.finish();
