@@ -150,6 +150,14 @@ pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
     };
     let mut response = match result {
         Ok(Ok(response)) => response,
+        Ok(Err(error)) if exceeded_body_limit(&error) => {
+            reason("body_too_large");
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "body_too_large",
+            );
+        }
         Ok(Err(error)) => {
             tracing::warn!(route = %route.name, error = %error_chain(&error), "upstream request failed");
             reason("upstream_unavailable");
@@ -196,6 +204,18 @@ pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Body::new(body))
+}
+
+/// Whether forwarding failed because the streamed request body passed `max_body_bytes`.
+fn exceeded_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn clamp_usize(n: u64) -> usize {

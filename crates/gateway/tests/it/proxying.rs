@@ -175,6 +175,19 @@ async fn limits_timeouts_and_upstream_failures() {
     assert_eq!(seen.body["reason"], "body_too_large");
     let seen = send(c.post(gw.url("/")).body(vec![0u8; 1000])).await;
     assert_eq!(seen.status, 200);
+    // Streamed without a length: cut off at the limit, mid-stream.
+    let chunked = Generated {
+        remaining: 64 * 1024,
+        chunk: bytes::Bytes::from(vec![b'c'; 512]),
+    };
+    let r = c
+        .post(gw.url("/"))
+        .body(reqwest::Body::wrap(chunked))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
     let seen = send(c.get(gw.url("/_slow?ms=3000"))).await;
     assert_eq!(seen.status, 504);
     let seen = send(c.get(gw.url("/dead/x"))).await;
