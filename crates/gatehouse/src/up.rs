@@ -40,6 +40,15 @@ pub struct UpArgs {
     /// The project the emulator pretends to be.
     #[arg(long, default_value = "demo-project")]
     pub project: String,
+    /// Your own layout: the gateway's routes from this file (`gatehouse proxy --config`
+    /// format) instead of the built-in three; its `listen` replaces --listen, and it is
+    /// reloaded when it changes. Start from `--print-gateway-config`.
+    #[arg(long, value_name = "FILE")]
+    pub gateway_config: Option<PathBuf>,
+    /// Print the built-in gateway configuration (a starting point for --gateway-config)
+    /// and exit. It names the voting app at --vote-listen (127.0.0.1:8081 when that is 0).
+    #[arg(long)]
+    pub print_gateway_config: bool,
 }
 
 /// The MV3 extension's OAuth client (extension/README.md): its id is fixed by the
@@ -107,6 +116,7 @@ allow = ["allUsers"]
 }
 
 fn banner(
+    routes: &str,
     public_url: &str,
     idp: &str,
     vote_addr: SocketAddr,
@@ -122,10 +132,7 @@ Gatehouse is up.
 
 What runs
   gateway            {public_url}  (the public entry)
-    /                      -> voting app, public (allUsers); the app verifies the ID token on each vote
-    /run-secure-endpoint   -> voting app, any signed-in user (allAuthenticatedUsers)
-    /api                   -> voting app, only serviceAccount:{caller_email}
-  identity emulator  {idp}  (sign-in page, /token, keys, metadata of the default service account)
+{routes}  identity emulator  {idp}  (sign-in page, /token, keys, metadata of the default service account)
     demo users alice@example.com and bob@example.com are on the sign-in page; add any other there
   metadata servers   {caller_addr} -> {caller_email}
                      {other_addr} -> {other_email}
@@ -180,10 +187,40 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let gateway_addr = concrete(args.listen)?;
-    let public_url = format!("http://{gateway_addr}");
     let caller_email = format!("vote-caller@{}.iam.gserviceaccount.com", args.project);
     let other_email = format!("other-service@{}.iam.gserviceaccount.com", args.project);
+    if args.print_gateway_config {
+        let vote = if args.vote_listen.port() == 0 {
+            SocketAddr::from(([127, 0, 0, 1], 8081))
+        } else {
+            args.vote_listen
+        };
+        let listen = args.listen;
+        println!(
+            "# gatehouse up --vote-listen {vote} --gateway-config THIS_FILE\n{}",
+            gateway_toml(
+                listen,
+                &format!("http://{listen}"),
+                &format!("http://{}", args.idp_listen),
+                &format!("http://{vote}"),
+                &caller_email,
+            )
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A user's own gateway layout, read first: its listen address is the public URL.
+    let own_config = match &args.gateway_config {
+        Some(path) => Some(
+            gatehouse_gateway::Config::from_file(path)
+                .map_err(|e| anyhow::anyhow!("--gateway-config: {e}"))?,
+        ),
+        None => None,
+    };
+    let gateway_addr = match &own_config {
+        Some(config) => config.listen,
+        None => concrete(args.listen)?,
+    };
+    let public_url = format!("http://{gateway_addr}");
 
     // Storage: SQLite files under --data, or one PostgreSQL database for both parts.
     let (idp_store, vote_target, data_note) = match &args.database {
@@ -253,25 +290,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {} (voting app)", args.vote_listen))?;
     let vote_addr = vote_listener.local_addr()?;
 
-    // The gateway in front.
-    let toml = gateway_toml(
-        gateway_addr,
-        &public_url,
-        &idp_url,
-        &format!("http://{vote_addr}"),
-        &caller_email,
-    );
-    let config = gatehouse_gateway::Config::from_toml(&toml, None)
-        .map_err(|e| anyhow::anyhow!("the gateway configuration `up` built is invalid: {e}"))?;
-    let gateway = gatehouse_gateway::Gateway::bind(config, None)
+    // The gateway in front: the built-in layout, or the user's file (reloaded on change).
+    let config = match own_config {
+        Some(config) => config,
+        None => {
+            let toml = gateway_toml(
+                gateway_addr,
+                &public_url,
+                &idp_url,
+                &format!("http://{vote_addr}"),
+                &caller_email,
+            );
+            gatehouse_gateway::Config::from_toml(&toml, None).map_err(|e| {
+                anyhow::anyhow!("the gateway configuration `up` built is invalid: {e}")
+            })?
+        }
+    };
+    let gateway = gatehouse_gateway::Gateway::bind(config, args.gateway_config.clone())
         .await
         .with_context(|| format!("starting the gateway on {gateway_addr}"))?;
 
+    let routes = match &args.gateway_config {
+        Some(path) => format!("    routes from {}\n", path.display()),
+        None => format!(
+            "    /                      -> voting app, public (allUsers); the app verifies the ID token on each vote\n    \
+             /run-secure-endpoint   -> voting app, any signed-in user (allAuthenticatedUsers)\n    \
+             /api                   -> voting app, only serviceAccount:{caller_email}\n"
+        ),
+    };
     // Every listener is bound: connections wait in the backlog, so the banner can come
     // first (whoever waits for a port to answer has the banner by then).
     println!(
         "{}",
         banner(
+            &routes,
             &public_url,
             &idp_url,
             vote_addr,

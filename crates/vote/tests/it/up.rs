@@ -30,9 +30,14 @@ struct Up {
 impl Up {
     async fn start(data: &Path) -> Up {
         let ports = [free_port(), free_port(), free_port(), free_port()];
+        Up::start_with(data, ports, &[]).await
+    }
+
+    async fn start_with(data: &Path, ports: [u16; 4], extra: &[&str]) -> Up {
         let out = data.with_extension(format!("up-{}.log", ports[0]));
         let child = Command::new(binary())
             .arg("up")
+            .args(extra)
             .args(["--data", data.to_str().unwrap()])
             .args(["--listen", &format!("127.0.0.1:{}", ports[0])])
             .args(["--idp-listen", &format!("127.0.0.1:{}", ports[1])])
@@ -236,6 +241,73 @@ async fn the_banner_commands_work_and_up_keeps_its_data() {
         .await
         .unwrap();
     assert_eq!(tally["cats"], 1, "{tally}");
+    up.terminate();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_own_gateway_layout_from_a_file() {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let data = std::env::temp_dir().join(format!("gh-up-own-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let vote = format!("127.0.0.1:{}", free_port());
+    let printed = Command::new(binary())
+        .args(["up", "--print-gateway-config", "--vote-listen", &vote])
+        .args(["--listen", &format!("127.0.0.1:{}", ports[0])])
+        .args(["--idp-listen", &format!("127.0.0.1:{}", ports[1])])
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", text(&printed));
+    let toml = String::from_utf8(printed.stdout).unwrap();
+    // The user's change: only bob may call the secure endpoint.
+    let own = toml.replacen(
+        r#"allow = ["allAuthenticatedUsers"]"#,
+        r#"allow = ["user:bob@example.com"]"#,
+        1,
+    );
+    assert_ne!(own, toml);
+    let file = data.join("gateway.toml");
+    std::fs::write(&file, own).unwrap();
+    let up = Up::start_with(
+        &data.join("data"),
+        ports,
+        &[
+            "--gateway-config",
+            file.to_str().unwrap(),
+            "--vote-listen",
+            &vote,
+        ],
+    )
+    .await;
+    assert!(up.banner().contains("routes from"), "{}", up.banner());
+    let web = "gatehouse-web.apps.googleusercontent.com";
+    let call = |user: &str| {
+        up.call(&[
+            &format!("{}/run-secure-endpoint", up.gateway),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            "{}",
+            "--user",
+            user,
+            "--audience",
+            web,
+            "--idp",
+            &up.idp,
+        ])
+    };
+    let alice = call("alice@example.com");
+    assert!(
+        !alice.status.success() && text(&alice).contains("403"),
+        "{}",
+        text(&alice)
+    );
+    let bob = call("bob@example.com");
+    assert!(bob.status.success(), "{}", text(&bob));
     up.terminate();
     let _ = std::fs::remove_dir_all(&data);
 }
