@@ -48,6 +48,12 @@ fn internal() -> Response {
     )
 }
 
+/// A 500 for an internal failure, logged (the body says nothing of it).
+fn internal_error(error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(%error, "internal error");
+    internal()
+}
+
 fn oauth_error(e: &OAuthError) -> Response {
     no_store(json_response(
         StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -357,7 +363,7 @@ async fn auth_get(
                 StatusCode::FOUND,
                 &req.error_redirect("login_required", "The user must sign in"),
             ),
-            Err(_) => internal(),
+            Err(e) => internal_error(&e),
         };
     }
     chooser(
@@ -419,7 +425,7 @@ async fn auth_post(State(state): State<IdpState>, headers: HeaderMap, body: Byte
                     )
                     .await;
                 }
-                Err(_) => return internal(),
+                Err(e) => return internal_error(&e),
             }
         }
         Some("add") => {
@@ -445,7 +451,7 @@ async fn auth_post(State(state): State<IdpState>, headers: HeaderMap, body: Byte
             };
             match accounts::upsert(state.store(), &account, now).await {
                 Ok(a) => a,
-                Err(_) => return internal(),
+                Err(e) => return internal_error(&e),
             }
         }
         _ => {
@@ -499,7 +505,7 @@ async fn avatar(State(state): State<IdpState>, Path(file): Path<String>) -> Resp
             r
         }
         Ok(None) => not_found(),
-        Err(_) => internal(),
+        Err(e) => internal_error(&e),
     }
 }
 
@@ -604,7 +610,7 @@ async fn userinfo(
     match oauth::userinfo(&state, &token, state.now()).await {
         Ok(Some(info)) => no_store(json_response(StatusCode::OK, &info)),
         Ok(None) => unauthorized(),
-        Err(_) => internal(),
+        Err(e) => internal_error(&e),
     }
 }
 
@@ -646,7 +652,7 @@ async fn list_clients(State(state): State<IdpState>) -> Response {
             StatusCode::OK,
             &json!({"clients": list.iter().map(oauth::Client::to_json).collect::<Vec<_>>()}),
         ),
-        Err(_) => internal(),
+        Err(e) => internal_error(&e),
     }
 }
 
@@ -679,7 +685,7 @@ async fn list_accounts(State(state): State<IdpState>) -> Response {
             StatusCode::OK,
             &json!({"accounts": list.iter().map(account_json).collect::<Vec<_>>()}),
         ),
-        Err(_) => internal(),
+        Err(e) => internal_error(&e),
     }
 }
 
@@ -717,7 +723,7 @@ async fn upsert_account(
         .map_err(|e| oauth_error(&OAuthError::new("invalid_request", e.to_string())))?;
     let stored = accounts::upsert(state.store(), &account, state.now())
         .await
-        .map_err(|_| internal())?;
+        .map_err(|e| internal_error(&e))?;
     Ok((stored, req))
 }
 
@@ -746,7 +752,7 @@ async fn account_token(State(state): State<IdpState>, body: Bytes) -> Response {
                 "audience must be a registered client id",
             ));
         }
-        Err(_) => return internal(),
+        Err(e) => return internal_error(&e),
     }
     let now = state.now();
     let claims = oauth::user_id_token_claims(
@@ -766,7 +772,7 @@ async fn account_token(State(state): State<IdpState>, body: Bytes) -> Response {
             StatusCode::OK,
             &json!({"id_token": t, "expires_in": state.config().token_lifetime}),
         )),
-        Err(_) => internal(),
+        Err(e) => internal_error(&e),
     }
 }
 

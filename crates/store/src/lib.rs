@@ -10,7 +10,7 @@
 //! survives a crash or power loss.
 
 use futures_util::TryStreamExt as _;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
 use std::time::Duration;
 
 /// Rows a single query may return; a query that needs more is a bug, not a workload.
@@ -307,10 +308,15 @@ impl Store {
     /// `postgres://...`/`postgresql://...`, or `sqlite:PATH`.
     pub async fn open_url(url: &str) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // No prepared-statement cache: a statement is prepared with the types of its
+            // first parameters, and a NULL (whose type the server inferred) followed by a
+            // value of another type in the same position would be sent in the wrong format.
+            // Unnamed statements are prepared per execution with the actual types.
+            let options = PgConnectOptions::from_str(url)?.statement_cache_capacity(0);
             let pool = PgPoolOptions::new()
                 .max_connections(10)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options)
                 .await?;
             Ok(Store {
                 pool: Pool::Postgres(pool),
@@ -621,11 +627,30 @@ fn bind_sqlite<'q>(sql: &'q str, params: &[Value]) -> SqliteQuery<'q> {
     q
 }
 
+/// A NULL whose parameter type PostgreSQL infers from the statement (OID 0), so one NULL
+/// fits a column of any type.
+struct PgNull;
+
+impl sqlx::Type<sqlx::Postgres> for PgNull {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_oid(sqlx::postgres::types::Oid(0))
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for PgNull {
+    fn encode_by_ref(
+        &self,
+        _buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        Ok(sqlx::encode::IsNull::Yes)
+    }
+}
+
 fn bind_pg<'q>(sql: &'q str, params: &[Value]) -> PgQuery<'q> {
     let mut q = sqlx::query(sql);
     for p in params {
         q = match p {
-            Value::Null => q.bind(None::<i64>),
+            Value::Null => q.bind(PgNull),
             Value::Int(v) => q.bind(*v),
             Value::Text(v) => q.bind(v.clone()),
             Value::Bytes(v) => q.bind(v.clone()),

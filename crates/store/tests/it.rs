@@ -46,6 +46,33 @@ async fn exercise(store: &Store) {
     assert_eq!(row.opt_text(3).unwrap(), None);
     assert!(row.text(1).is_err());
 
+    // The same statement with a NULL and then a value in one position (PostgreSQL must not
+    // reuse a statement prepared for the NULL's type).
+    for (id, note) in [
+        ("n1", Value::Null),
+        ("n2", "text".into()),
+        ("n3", Value::Null),
+        ("n4", "more".into()),
+    ] {
+        store
+            .execute(
+                "INSERT INTO things (id, n, blob, note) VALUES ($1, $2, $3, $4)",
+                &[id.into(), 0i64.into(), Value::Null, note],
+            )
+            .await
+            .unwrap();
+    }
+    let row = store
+        .fetch_optional("SELECT note FROM things WHERE id = $1", &["n4".into()])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.opt_text(0).unwrap().as_deref(), Some("more"));
+    store
+        .execute("DELETE FROM things WHERE id LIKE $1", &["n%".into()])
+        .await
+        .unwrap();
+
     // Duplicate key is an error and changes nothing.
     assert!(
         store
