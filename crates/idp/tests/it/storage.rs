@@ -93,6 +93,65 @@ async fn two_emulators_on_one_postgres_agree() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // NULL and non-NULL values in the same positions, alternately, on both replicas.
+    for (i, h) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let body = if i % 2 == 0 {
+            json!({"email": format!("shape{i}@corp.example"), "name": "Two Names", "hd": "corp.example"})
+        } else {
+            json!({"email": format!("shape{i}@example.com")})
+        };
+        let r = h.post_json("/emulator/v1/accounts", &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = h
+            .post_json(
+                "/identitytoolkit.googleapis.com/v1/accounts:signUp?key=k",
+                &if i % 2 == 0 {
+                    json!({})
+                } else {
+                    json!({"email": format!("fb{i}@example.com"), "password": "secret123"})
+                },
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = h
+            .post_json(
+                "/identitytoolkit.googleapis.com/v1/accounts:update?key=k",
+                &json!({"idToken": r.json()["idToken"], "displayName": "X", "deleteAttribute": ["PHOTO_URL"]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // A code issued by one replica is redeemed once, at the other.
+    let cb = "http://127.0.0.1:5555/cb";
+    let q = serde_urlencoded::to_string([
+        ("client_id", crate::signin::CLIENT),
+        ("redirect_uri", cb),
+        ("response_type", "code"),
+        ("scope", "openid email"),
+        ("prompt", "none"),
+        ("login_hint", "shape0@corp.example"),
+    ])
+    .unwrap();
+    let r = a.get(&format!("/o/oauth2/v2/auth?{q}")).await;
+    let loc = r.header("location").unwrap().to_owned();
+    let code: std::collections::HashMap<String, String> =
+        serde_urlencoded::from_str(loc.split_once('?').unwrap().1).unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code["code"].as_str()),
+        ("redirect_uri", cb),
+        ("client_id", crate::signin::CLIENT),
+    ];
+    let r = b.post_form("/token", &form).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        claims(r.json()["id_token"].as_str().unwrap())["hd"],
+        "corp.example"
+    );
+    assert_eq!(
+        a.post_form("/token", &form).await.json()["error"],
+        "invalid_grant"
+    );
     a_store.close().await;
     b_store.close().await;
 }
