@@ -273,6 +273,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         listen: args.vote_listen,
         database: vote_target.clone(),
         sign_in: SignInConfig::emulator(&idp_url, DEFAULT_WEB_CLIENT_ID),
+        // Firebase / Identity Platform tokens of the project are good for a vote too.
         trust: TrustConfig::emulator(
             &idp_url,
             vec![
@@ -280,6 +281,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 EXTENSION_CLIENT_ID.to_owned(),
                 public_url.clone(),
             ],
+        )
+        .with_firebase(
+            &args.project,
+            Some(&TrustConfig::emulator_firebase_keys(&idp_url)),
         ),
         project: args.project.clone(),
         allowed_origins: vec!["*".to_owned()],
