@@ -106,7 +106,11 @@ test('gatehouse up: sign in on the emulator, vote, see the count rise, sign out'
   page.on('requestfailed', (r) => failedRequests.push(r.url()));
   // Nothing may come from anywhere but the gateway and the emulator (no CDN).
   const origins = new Set();
-  context.on('request', (r) => origins.add(new URL(r.url()).origin));
+  const urls = [];
+  context.on('request', (r) => {
+    origins.add(new URL(r.url()).origin);
+    urls.push(r.url());
+  });
 
   await page.goto(`${gateway}/`);
   await page.getByText('CATS v DOGS', { exact: true }).waitFor();
@@ -149,13 +153,37 @@ test('gatehouse up: sign in on the emulator, vote, see the count rise, sign out'
   assert.equal(tally.dogs, 1);
   assert.equal(tally.recent[0].candidate, 'DOGS');
 
+
+  // Within 5 minutes of expiry, the next vote first renews the token silently
+  // (prompt=none + login_hint in a popup that closes by itself), then votes.
+  const tokenBefore = await page.evaluate(() => JSON.parse(sessionStorage.getItem('gatehouse.vote.session')).idToken);
+  await page.evaluate(() => {
+    const s = JSON.parse(sessionStorage.getItem('gatehouse.vote.session'));
+    s.exp = Math.floor(Date.now() / 1000) + 240;
+    sessionStorage.setItem('gatehouse.vote.session', JSON.stringify(s));
+  });
+  await page.reload();
+  await page.locator('#user').filter({ hasText: 'alice@example.com' }).waitFor();
+  const renewal = page.waitForEvent('popup');
+  await page.getByRole('button', { name: 'Vote for CATS' }).click();
+  await renewal;
+  await waitFor(() => urls.some((u) => u.includes('prompt=none')), 'the prompt=none request');
+  const renewUrl = new URL(urls.find((u) => u.includes('prompt=none')));
+  assert.equal(renewUrl.searchParams.get('login_hint'), 'alice@example.com');
+  await page.locator('#cats-count').filter({ hasText: /^2$/ }).waitFor({ timeout: 20_000 });
+  const renewed = await page.evaluate(() => JSON.parse(sessionStorage.getItem('gatehouse.vote.session')));
+  assert.notEqual(renewed.idToken, tokenBefore, 'a fresh token');
+  assert.ok(renewed.exp - Math.floor(Date.now() / 1000) > 3000);
+  await page.getByRole('button', { name: 'Vote for DOGS' }).click();
+  await page.locator('#dogs-count').filter({ hasText: /^2$/ }).waitFor();
+
   mkdirSync(TARGET, { recursive: true });
   await page.screenshot({ path: join(TARGET, 'vote-browser.png'), fullPage: true });
 
   // A reload keeps the session (sessionStorage) and shows the counts server-rendered.
   await page.reload();
   await page.locator('#user').filter({ hasText: 'alice@example.com' }).waitFor();
-  assert.equal(await page.locator('#cats-count').textContent(), '1');
+  assert.equal(await page.locator('#cats-count').textContent(), '2');
 
   // Sign out: the message comes back, and voting is refused again.
   await page.getByRole('button', { name: 'Sign Out' }).click();
