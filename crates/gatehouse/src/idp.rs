@@ -92,17 +92,29 @@ pub async fn run(args: IdpArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot start the emulator")?;
     let mut metadata = Vec::new();
+    let mut banner = Vec::new();
     for (addr, email) in metadata_specs {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (metadata for {email})"))?;
-        tracing::info!(addr = %listener.local_addr()?, %email, "metadata server");
+        let at = listener.local_addr()?;
+        tracing::info!(addr = %at, %email, "metadata server");
+        banner.push(format!("  metadata for {email}: GCE_METADATA_HOST={at}"));
         metadata.push((listener, email));
     }
     let maintenance = state.spawn_maintenance();
     tracing::info!(%local, base_url, project = args.project, "gatehouse idp listening");
-    // The line tests and scripts wait for.
+    // The first line is what tests and scripts wait for.
     println!("gatehouse idp listening on http://{local} (issuer base {base_url})");
+    println!(
+        "  metadata for {} (default): GCE_METADATA_HOST={local}",
+        state.config().default_service_account
+    );
+    for line in banner {
+        println!("{line}");
+    }
+    println!("  sign-in: {base_url}/o/oauth2/v2/auth  keys: {base_url}/oauth2/v3/certs");
+    println!("  Firebase: connectAuthEmulator(auth, \"{base_url}\")");
     gatehouse_idp::http::serve(state, main, metadata, shutdown_signal()).await?;
     maintenance.abort();
     store.close().await;
