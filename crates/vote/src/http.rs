@@ -80,12 +80,6 @@ pub struct AppStateBuilder {
     allowed_origins: Vec<String>,
 }
 
-impl std::fmt::Debug for dyn Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Clock")
-    }
-}
-
 impl AppStateBuilder {
     /// The clock votes are stamped with and tokens are checked against.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
