@@ -72,7 +72,7 @@ pub async fn application_default(
                 tracing::debug!(%host, "using the metadata server");
                 return Ok(Box::new(MetadataServer::new(&host)?.with_http_client(http)));
             }
-            Err(error) => tried.push(format!("metadata server ({error})")),
+            Err(error) => tried.push(error.to_string()), // names the server and its URL
         }
     }
     Err(Error::NoCredentials { tried })

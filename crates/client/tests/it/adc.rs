@@ -104,7 +104,7 @@ async fn nothing_found_lists_what_was_tried() {
     let text = error.to_string();
     assert!(
         text.starts_with(
-            "no credentials found; tried: GOOGLE_APPLICATION_CREDENTIALS (unset); metadata server"
+            "no credentials found; tried: GOOGLE_APPLICATION_CREDENTIALS (unset); cannot reach the metadata server at"
         ),
         "{text}"
     );
