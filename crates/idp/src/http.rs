@@ -129,6 +129,8 @@ pub fn app(state: IdpState) -> Router {
         .route("/oauth2/v4/token", post(token))
         .route("/revoke", post(revoke))
         .route("/v1/userinfo", get(userinfo).post(userinfo))
+        .route("/oauth2/v3/tokeninfo", get(tokeninfo).post(tokeninfo))
+        .route("/tokeninfo", get(tokeninfo).post(tokeninfo))
         .route("/oauth2/v3/userinfo", get(userinfo).post(userinfo))
         .route(
             "/v1/projects/{project}/serviceAccounts/{email}/keys",
@@ -610,6 +612,38 @@ async fn userinfo(
     match oauth::userinfo(&state, &token, state.now()).await {
         Ok(Some(info)) => no_store(json_response(StatusCode::OK, &info)),
         Ok(None) => unauthorized(),
+        Err(e) => internal_error(&e),
+    }
+}
+
+async fn tokeninfo(
+    State(state): State<IdpState>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let params = match form_params(&body).and_then(|p| {
+        if p.get("id_token").is_some() || p.get("access_token").is_some() {
+            Ok(p)
+        } else {
+            query_params(raw.as_deref())
+        }
+    }) {
+        Ok(p) => p,
+        Err(e) => return oauth_error(&e),
+    };
+    match oauth::tokeninfo(
+        &state,
+        params.get("id_token"),
+        params.get("access_token"),
+        state.now(),
+    )
+    .await
+    {
+        Ok(Some(info)) => no_store(json_response(StatusCode::OK, &info)),
+        Ok(None) => json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_token", "error_description": "Invalid Value"}),
+        ),
         Err(e) => internal_error(&e),
     }
 }

@@ -50,6 +50,7 @@ async fn random_input_never_breaks_anything() {
         "/identitytoolkit.googleapis.com/v1/accounts:update",
         "/securetoken.googleapis.com/v1/token",
         "/emulator/v1/clients",
+        "/oauth2/v3/tokeninfo",
     ];
     for i in 0..400 {
         let body = rng.bytes(600);

@@ -387,6 +387,26 @@ async fn code_flow_with_pkce_refresh_and_replay() {
     assert_eq!(r.json()["name"], "Alice");
     let r = h.get("/v1/userinfo").await;
     assert_eq!(r.status, 401);
+    // Tokeninfo for both kinds of token; garbage is invalid_token.
+    let r = h
+        .get(&format!("/oauth2/v3/tokeninfo?id_token={id_token}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["email"], "alice@example.com");
+    assert_eq!(r.json()["aud"], CLIENT);
+    assert_eq!(r.json()["alg"], "RS256");
+    assert!(r.json()["exp"].is_string());
+    let r = h
+        .post_form(
+            "/oauth2/v3/tokeninfo",
+            &[("access_token", t["access_token"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(r.json()["email"], "alice@example.com");
+    assert_eq!(r.json()["scope"], "openid email profile");
+    let r = h.get("/oauth2/v3/tokeninfo?id_token=a.b.c").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_token");
 }
 
 #[tokio::test]
