@@ -290,3 +290,40 @@ async fn debug_hides_the_private_key() {
     let body_line = pem.lines().nth(1).unwrap();
     assert!(!shown.contains(body_line), "{shown}");
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes: an error or a key, never a panic.
+        #[test]
+        fn on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = ServiceAccountKey::from_json(&bytes, "fuzz.json");
+        }
+
+        /// A good key file with one field replaced by any JSON scalar: either still good, or
+        /// an error that names that very field (the PEM check aside, which is later).
+        #[test]
+        fn on_one_bad_field(
+            field in prop::sample::select(vec![
+                "type", "client_email", "private_key_id", "private_key", "token_uri",
+                "project_id", "client_id",
+            ]),
+            value in prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                ".{0,40}".prop_map(Value::from),
+            ],
+        ) {
+            let mut file = key_file_json("https://oauth2.googleapis.com/token");
+            file[field] = value;
+            if let Err(error) = ServiceAccountKey::from_json(file.to_string().as_bytes(), "k.json") {
+                prop_assert_eq!(error.field(), Some(field), "{}", error);
+            }
+        }
+    }
+}
