@@ -21,6 +21,10 @@ pub enum Member {
     Domain(String),
     AllAuthenticatedUsers,
     AllUsers,
+    /// A principal Gatehouse cannot hold a token for (`deleted:...`, workforce and workload
+    /// identity `principal://` / `principalSet://`): kept so a real policy file loads and
+    /// round-trips, and never matches anyone.
+    Unmatchable(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +45,12 @@ impl FromStr for Member {
             }
             Ok(v.to_ascii_lowercase())
         };
+        if s.starts_with("deleted:")
+            || s.starts_with("principal://")
+            || s.starts_with("principalSet://")
+        {
+            return Ok(Member::Unmatchable(s.to_owned()));
+        }
         match s {
             "allUsers" => Ok(Member::AllUsers),
             "allAuthenticatedUsers" => Ok(Member::AllAuthenticatedUsers),
@@ -73,6 +83,7 @@ impl fmt::Display for Member {
             Member::Domain(d) => write!(f, "domain:{d}"),
             Member::AllAuthenticatedUsers => f.write_str("allAuthenticatedUsers"),
             Member::AllUsers => f.write_str("allUsers"),
+            Member::Unmatchable(s) => f.write_str(s),
         }
     }
 }
@@ -132,6 +143,7 @@ impl Member {
         };
         let verified_email = id.email().filter(|_| id.email_verified());
         match self {
+            Member::Unmatchable(_) => false,
             Member::AllUsers | Member::AllAuthenticatedUsers => true,
             Member::User(email) => {
                 !id.is_service_account()
@@ -165,8 +177,9 @@ pub struct Binding {
     pub role: String,
     #[serde(default)]
     pub members: Vec<Member>,
-    /// IAM conditions are not evaluated; a binding that has one is refused at parse time
-    /// rather than silently granted unconditionally.
+    /// IAM conditions are not evaluated: a conditional `roles/run.invoker` binding (the
+    /// role Gatehouse decides on) is refused at parse time rather than granted
+    /// unconditionally; conditions on other roles do not concern us.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     condition: Option<serde_json::Value>,
 }
@@ -201,7 +214,11 @@ impl Policy {
             return Err(PolicyError::NotAnObject);
         }
         let policy: Policy = serde_json::from_value(value)?;
-        if let Some(b) = policy.bindings.iter().find(|b| b.condition.is_some()) {
+        if let Some(b) = policy
+            .bindings
+            .iter()
+            .find(|b| b.condition.is_some() && b.role == RUN_INVOKER)
+        {
             return Err(PolicyError::Condition(b.role.clone()));
         }
         Ok(policy)

@@ -284,3 +284,32 @@ fn a_policy_is_a_json_object_only() {
     ));
     assert!(Policy::from_json(r#"{"bindings":[]}"#).is_ok());
 }
+
+#[tokio::test]
+async fn a_real_policy_with_deleted_and_federated_principals_loads_and_they_match_nobody() {
+    let text = r#"{"bindings":[
+        {"members":["deleted:user:gone@example.com?uid=123456789","principal://iam.googleapis.com/locations/global/workforcePools/p/subject/alice@example.com","principalSet://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/*","user:alice@example.com"],"role":"roles/run.invoker"},
+        {"condition":{"expression":"true","title":"t"},"members":["user:bob@example.com"],"role":"roles/run.admin"}
+    ],"etag":"BwX=","version":3}"#;
+    let policy = Policy::from_json(text).unwrap();
+    assert_eq!(policy.members_of(RUN_INVOKER).count(), 4);
+    assert!(
+        policy
+            .members_of(RUN_INVOKER)
+            .take(3)
+            .all(|m| matches!(m, Member::Unmatchable(_)))
+    );
+    let gone = person("gone@example.com", true).await;
+    let alice = person("alice@example.com", true).await;
+    for m in policy.members_of(RUN_INVOKER).take(3) {
+        assert!(!m.matches(Some(&gone), &Groups::new()), "{m}");
+        assert!(!m.matches(Some(&alice), &Groups::new()), "{m}");
+        assert!(!m.matches(None, &Groups::new()), "{m}");
+    }
+    assert!(policy.is_granted(RUN_INVOKER, Some(&alice), &Groups::new()));
+    // Round trip keeps them as written.
+    let again = Policy::from_json(&serde_json::to_string(&policy).unwrap()).unwrap();
+    assert_eq!(again, policy);
+    // A typo is still refused.
+    assert!("usr:alice@example.com".parse::<Member>().is_err());
+}
