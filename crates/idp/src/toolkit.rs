@@ -556,36 +556,62 @@ pub async fn sign_in_with_idp(
             ));
         }
     }
-    let id_token = params
-        .get("id_token")
-        .ok_or_else(|| ToolkitError::new("INVALID_IDP_RESPONSE : id_token is missing"))?;
-    let audiences: Vec<String> = oauth::list_clients(state)
-        .await?
-        .into_iter()
-        .map(|c| c.client_id)
-        .collect();
-    let verifier = own_verifier(
-        state,
-        RingName::Google,
-        IssuerProfile::google().with_audiences(audiences),
-    )?;
-    let identity = verifier
-        .verify(id_token, u64::try_from(now).unwrap_or(0))
-        .await
-        .map_err(|e| ToolkitError::new(format!("INVALID_IDP_RESPONSE : {}", e.code())))?;
-    let sub = identity.subject().to_owned();
-    let g_email = identity.email().map(str::to_ascii_lowercase);
-    let g_verified = identity.email_verified();
-    let name = identity
-        .claims()
-        .get("name")
-        .and_then(Json::as_str)
-        .map(str::to_owned);
-    let picture = identity
-        .claims()
-        .get("picture")
-        .and_then(Json::as_str)
-        .map(str::to_owned);
+    // The Google account: from an ID token this emulator signed, or from one of its access
+    // tokens (`GoogleAuthProvider.credential(null, accessToken)`).
+    let (sub, g_email, g_verified, name, picture, raw) =
+        if let Some(id_token) = params.get("id_token") {
+            let audiences: Vec<String> = oauth::list_clients(state)
+                .await?
+                .into_iter()
+                .map(|c| c.client_id)
+                .collect();
+            let verifier = own_verifier(
+                state,
+                RingName::Google,
+                IssuerProfile::google().with_audiences(audiences),
+            )?;
+            let identity = verifier
+                .verify(id_token, u64::try_from(now).unwrap_or(0))
+                .await
+                .map_err(|e| ToolkitError::new(format!("INVALID_IDP_RESPONSE : {}", e.code())))?;
+            let text = |k: &str| {
+                identity
+                    .claims()
+                    .get(k)
+                    .and_then(Json::as_str)
+                    .map(str::to_owned)
+            };
+            (
+                identity.subject().to_owned(),
+                identity.email().map(str::to_ascii_lowercase),
+                identity.email_verified(),
+                text("name"),
+                text("picture"),
+                identity.claims().as_map().clone(),
+            )
+        } else if let Some(access_token) = params.get("access_token") {
+            let grant = oauth::lookup_access_token(state, access_token, now)
+                .await?
+                .filter(|g| g.subject_kind == oauth::Subject::User)
+                .ok_or_else(|| ToolkitError::new("INVALID_IDP_RESPONSE : invalid access_token"))?;
+            let account = crate::accounts::by_sub(state.store(), &grant.subject)
+                .await?
+                .ok_or_else(|| ToolkitError::new("INVALID_IDP_RESPONSE : account not found"))?;
+            let mut raw = account.profile_claims(true, true);
+            raw.insert("sub".into(), json!(account.sub));
+            (
+                account.sub.clone(),
+                Some(account.email.clone()),
+                account.email_verified,
+                Some(account.name.clone()),
+                account.picture.clone(),
+                raw,
+            )
+        } else {
+            return Err(ToolkitError::new(
+                "INVALID_IDP_RESPONSE : id_token or access_token is missing",
+            ));
+        };
     let existing = user_by_google(state, project, &sub).await?;
     let (user, is_new, mut statements) = match existing {
         Some(u) => {
@@ -649,12 +675,17 @@ pub async fn sign_in_with_idp(
         "localId": user.uid,
         "emailVerified": user.email_verified,
         "isNewUser": is_new,
-        "oauthIdToken": id_token,
-        "rawUserInfo": Json::Object(identity.claims().as_map().clone()).to_string(),
+        "rawUserInfo": Json::Object(raw).to_string(),
         "idToken": tokens.id_token,
         "refreshToken": tokens.refresh_token,
         "expiresIn": state.config().token_lifetime.to_string(),
     });
+    if let Some(t) = params.get("id_token") {
+        out["oauthIdToken"] = json!(t);
+    }
+    if let Some(t) = params.get("access_token") {
+        out["oauthAccessToken"] = json!(t);
+    }
     if let Some(e) = &user.email {
         out["email"] = json!(e);
     }

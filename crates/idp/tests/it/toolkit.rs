@@ -202,6 +202,30 @@ async fn google_sign_in_through_our_own_id_token() {
         .json();
     assert_eq!(again["isNewUser"], false);
     assert_eq!(again["localId"], a["localId"]);
+    // An access token of the emulator's works too (same Google account, same user).
+    let q = serde_urlencoded::to_string([
+        ("client_id", crate::signin::CLIENT),
+        ("redirect_uri", "http://127.0.0.1:5555/cb"),
+        ("response_type", "token"),
+        ("scope", "openid email profile"),
+        ("prompt", "none"),
+        ("login_hint", "alice@example.com"),
+    ])
+    .unwrap();
+    let r = h.get(&format!("/o/oauth2/v2/auth?{q}")).await;
+    let loc = r.header("location").unwrap().to_owned();
+    let frag: std::collections::HashMap<String, String> =
+        serde_urlencoded::from_str(loc.split_once('#').unwrap().1).unwrap();
+    let body_at = json!({
+        "postBody": format!("access_token={}&providerId=google.com", frag["access_token"]),
+        "requestUri": "http://localhost",
+        "returnSecureToken": true,
+    });
+    let r = h
+        .post_json(&format!("{TK}/accounts:signInWithIdp?key=fake"), &body_at)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["localId"], a["localId"]);
     // A token we did not sign is refused.
     let body = json!({"postBody": "id_token=a.b.c&providerId=google.com", "requestUri": "http://localhost"});
     let r = h
