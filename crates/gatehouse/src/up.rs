@@ -34,7 +34,7 @@ pub struct UpArgs {
     /// Metadata server of a second demo service account, which that route refuses.
     #[arg(long, default_value = "127.0.0.1:9102")]
     pub other_metadata: SocketAddr,
-    /// Where the voting app listens (loopback; reached through the gateway) [default: a free port].
+    /// Where the voting app listens (loopback; reached through the gateway; port 0: a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub vote_listen: SocketAddr,
     /// The project the emulator pretends to be.
