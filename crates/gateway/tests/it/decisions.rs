@@ -357,3 +357,34 @@ async fn cors_preflight_answered_from_the_allow_list() {
         "https://app.example"
     );
 }
+
+#[tokio::test]
+async fn cors_preflight_pass_and_require_auth_modes() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "{}[route.cors]\nmode = \"pass\"\n[[route]]\nname = \"strict\"\npath_prefix = \"/strict\"\nupstream = \"http://{up}\"\nurl = \"{AUD}\"\nissuers = [{{ profile = \"{ISSUER}\", jwks = \"{}\" }}]\nallow = [\"allAuthenticatedUsers\"]\n",
+        checked_route(&issuer, up, &["allAuthenticatedUsers"]),
+        issuer.jwks_url()
+    ))
+    .await;
+    let preflight = |path: &str| {
+        client()
+            .request(reqwest::Method::OPTIONS, gw.url(path))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "POST")
+    };
+    // pass: the app answers the preflight, no token asked, no identity added.
+    let seen = send(preflight("/api")).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.body["method"], "OPTIONS");
+    assert!(
+        upstream_headers(&seen)
+            .header("x-goog-authenticated-user-email")
+            .is_none()
+    );
+    // pass covers only preflights: the actual request still needs a token.
+    assert_eq!(send(client().post(gw.url("/api"))).await.status, 401);
+    // require_auth (the default, Cloud Run's behaviour): a preflight is a request like any other.
+    assert_eq!(send(preflight("/strict")).await.status, 401);
+}
