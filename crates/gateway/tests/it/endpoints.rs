@@ -131,3 +131,55 @@ async fn identity_health_ready_and_metrics() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn assertion_key_file_and_issuer_are_configurable() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let key = gatehouse_verify::SigningKey::generate_es256("x").unwrap();
+    std::fs::write(dir.join("assertion.pem"), key.to_pkcs8_pem().unwrap()).unwrap();
+    let toml = format!(
+        "[assertion]\nissuer = \"https://gw.example\"\nkey_file = \"{}\"\n{}assertion_audience = \"/projects/123/apps/demo\"\n",
+        dir.join("assertion.pem").display(),
+        checked_route(&issuer, up, &["allAuthenticatedUsers"])
+    );
+    let a = gateway(&toml).await;
+    let b = gateway(&toml).await;
+    let keys = |gw: &Running| {
+        let url = gw.url("/_gatehouse/public_key-jwk");
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // Two gateways with one key file publish the same key, under the same kid.
+    assert_eq!(keys(&a).await, keys(&b).await);
+    let seen = upstream_headers(
+        &send(
+            client()
+                .get(a.url("/"))
+                .bearer_auth(issuer.token("a@example.com")),
+        )
+        .await,
+    );
+    let assertion = seen.header("x-goog-iap-jwt-assertion").unwrap().to_owned();
+    let verifier = Verifier::new(
+        IssuerProfile::parse(
+            "https://gw.example",
+            Some(&b.url("/_gatehouse/public_key-jwk")),
+        )
+        .unwrap()
+        .with_audiences(["/projects/123/apps/demo"]),
+    )
+    .unwrap();
+    let id = verifier.verify(&assertion, now()).await.unwrap();
+    assert_eq!(id.issuer(), "https://gw.example");
+    assert_eq!(id.email(), Some("a@example.com"));
+}
