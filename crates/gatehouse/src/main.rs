@@ -8,6 +8,7 @@ mod idp;
 mod inspect;
 mod logging;
 mod proxy;
+mod s2s;
 mod up;
 mod vote;
 

@@ -1,7 +1,8 @@
 //! `gatehouse up`: the whole system on one machine, in one process (DESIGN §2): the
 //! identity emulator with its metadata servers, the voting app on a loopback port, and the
-//! gateway in front of it as the only public entry. Prints a banner saying what runs,
-//! what to open, and three commands to try.
+//! gateway in front of it as the only public entry, and a small caller service that calls the
+//! gateway's service-to-service route as a service account (`s2s`). Prints a banner saying
+//! what runs, what to open, and three commands to try.
 
 use anyhow::Context as _;
 use clap::Args;
@@ -34,6 +35,10 @@ pub struct UpArgs {
     /// Metadata server of a second demo service account, which that route refuses.
     #[arg(long, default_value = "127.0.0.1:9102")]
     pub other_metadata: SocketAddr,
+    /// The service-to-service demo: a caller service that calls the `/api` route through the
+    /// gateway as the admitted service account (`GET /`) or the refused one (`GET /?as=other`).
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    pub caller_listen: SocketAddr,
     /// Where the voting app listens (loopback; reached through the gateway; port 0: a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub vote_listen: SocketAddr,
@@ -119,13 +124,14 @@ fn banner(
     routes: &str,
     public_url: &str,
     idp: &str,
-    vote_addr: SocketAddr,
+    loopback: (SocketAddr, SocketAddr), // the voting app, the caller service
     caller: (&SocketAddr, &str),
     other: (&SocketAddr, &str),
     data: &str,
 ) -> String {
     let (caller_addr, caller_email) = caller;
     let (other_addr, other_email) = other;
+    let (vote_addr, caller_service) = loopback;
     format!(
         r#"
 Gatehouse is up.
@@ -137,6 +143,7 @@ What runs
   metadata servers   {caller_addr} -> {caller_email}
                      {other_addr} -> {other_email}
   voting app         http://{vote_addr}  (loopback upstream; use the gateway)
+  caller service     http://{caller_service}  (calls {public_url}/api as a service account)
   data               {data}
 
 Open {public_url}/ , click "Sign In with Google", choose alice@example.com, and vote.
@@ -146,9 +153,11 @@ Try
      gatehouse call {public_url}/ -d team=CATS --user alice@example.com --audience {DEFAULT_WEB_CLIENT_ID} --idp {idp}
   2. Call the secure endpoint (the gateway admits any signed-in user):
      gatehouse call {public_url}/run-secure-endpoint -H 'Content-Type: application/json' -d '{{"url":"https://example.com"}}' --user bob@example.com --audience {DEFAULT_WEB_CLIENT_ID} --idp {idp}
-  3. Service to service (only {caller_email} is admitted; the other gets 403):
-     gatehouse call {public_url}/api/votes/hourly --metadata {caller_addr}
-     gatehouse call {public_url}/api/votes/hourly --metadata {other_addr}
+  3. Service to service: the caller service calls /api/votes/hourly through the gateway with
+     gatehouse-client (only {caller_email} is admitted; the other gets 403):
+     curl http://{caller_service}/
+     curl 'http://{caller_service}/?as=other'
+     or by hand: gatehouse call {public_url}/api/votes/hourly --metadata {caller_addr}
 
 Stop with Ctrl-C.
 "#
@@ -295,6 +304,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {} (voting app)", args.vote_listen))?;
     let vote_addr = vote_listener.local_addr()?;
 
+    // The service-to-service demo: a caller service holding both accounts' metadata servers.
+    let caller_listener = tokio::net::TcpListener::bind(args.caller_listen)
+        .await
+        .with_context(|| format!("listening on {} (caller service)", args.caller_listen))?;
+    let caller_service = caller_listener.local_addr()?;
+    let caller_app = crate::s2s::app(
+        &public_url,
+        (&caller_email, metadata_addrs[0]),
+        (&other_email, metadata_addrs[1]),
+    )?;
+
     // The gateway in front: the built-in layout, or the user's file (reloaded on change).
     let config = match own_config {
         Some(config) => config,
@@ -331,7 +351,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             &routes,
             &public_url,
             &idp_url,
-            vote_addr,
+            (vote_addr, caller_service),
             (&metadata_addrs[0], &caller_email),
             (&metadata_addrs[1], &other_email),
             &data_note,
@@ -355,6 +375,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 .with_graceful_shutdown(stopped(rx))
                 .await
                 .context("voting app")
+        });
+    }
+    {
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(caller_listener, caller_app)
+                .with_graceful_shutdown(stopped(rx))
+                .await
+                .context("caller service")
         });
     }
     {

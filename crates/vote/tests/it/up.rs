@@ -43,6 +43,8 @@ impl Up {
             .args(["--idp-listen", &format!("127.0.0.1:{}", ports[1])])
             .args(["--caller-metadata", &format!("127.0.0.1:{}", ports[2])])
             .args(["--other-metadata", &format!("127.0.0.1:{}", ports[3])])
+            // The caller service's default (8082) may be taken: tests run side by side.
+            .args(["--caller-listen", &format!("127.0.0.1:{}", free_port())])
             .env_remove("DATABASE_URL")
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(Stdio::null())

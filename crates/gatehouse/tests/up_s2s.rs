@@ -1,0 +1,124 @@
+// Test helpers outside #[test] functions panic on purpose: a failed setup is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+//! The service-to-service demo inside `gatehouse up`: its caller service calls the gateway's
+//! `/api` route with `gatehouse-client`, as the admitted service account (the receiver
+//! answers 200) and as the other one (the gateway's 403 is passed on, the demo answers 200).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GATEHOUSE_BIN (as scripts/test and the vote tests take it), else the one cargo built.
+fn binary() -> PathBuf {
+    std::env::var_os("GATEHOUSE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_gatehouse")),
+        PathBuf::from,
+    )
+}
+
+struct Up {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+        let _ = std::fs::remove_file(self.data.with_extension("stderr.log"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_service_is_admitted_and_the_other_account_refused() {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let data = std::env::temp_dir().join(format!("gh-up-s2s-{}-{nanos}", std::process::id()));
+    let [gateway, idp, caller_md, other_md, caller] = [(); 5].map(|()| free_port());
+    let addr = |port: u16| format!("127.0.0.1:{port}");
+    let log = data.with_extension("stderr.log");
+    let mut up = Up {
+        child: Command::new(binary())
+            .arg("up")
+            .args(["--data", data.to_str().unwrap()])
+            .args(["--listen", &addr(gateway)])
+            .args(["--idp-listen", &addr(idp)])
+            .args(["--caller-metadata", &addr(caller_md)])
+            .args(["--other-metadata", &addr(other_md)])
+            .args(["--caller-listen", &addr(caller)])
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        data,
+    };
+    let client = reqwest::Client::new();
+    let demo = format!("http://127.0.0.1:{caller}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let admitted = loop {
+        if let Ok(r) = client.get(format!("{demo}/")).send().await {
+            break r;
+        }
+        if let Some(status) = up.child.try_wait().unwrap() {
+            panic!(
+                "gatehouse up exited early with {status}:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the caller service never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(admitted.status(), 200);
+    let admitted: serde_json::Value = admitted.json().await.unwrap();
+    assert_eq!(
+        admitted["caller"], "vote-caller@demo-project.iam.gserviceaccount.com",
+        "{admitted}"
+    );
+    assert_eq!(admitted["status"], 200, "{admitted}");
+    assert!(admitted["body"]["hours"].is_array(), "{admitted}");
+
+    let refused = client
+        .get(format!("{demo}/?as=other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 200);
+    let refused: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        refused["caller"], "other-service@demo-project.iam.gserviceaccount.com",
+        "{refused}"
+    );
+    assert_eq!(refused["status"], 403, "{refused}");
+    assert_eq!(refused["body"]["reason"], "not_invoker", "{refused}");
+
+    // The banner says how to trigger it.
+    let ok = Command::new("kill")
+        .args(["-TERM", &up.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "gatehouse up exited with {status}");
+    let mut banner = String::new();
+    std::io::Read::read_to_string(&mut up.child.stdout.take().unwrap(), &mut banner).unwrap();
+    for needle in [format!("curl {demo}/"), format!("curl '{demo}/?as=other'")] {
+        assert!(banner.contains(&needle), "banner lacks {needle}:\n{banner}");
+    }
+}
