@@ -111,8 +111,22 @@ pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let slot = request.extensions().get::<OutcomeSlot>().cloned();
 
+    // `TE: trailers` is the one hop-by-hop value an HTTP/2 upstream needs (gRPC).
+    let te_trailers = route.config.upstream_h2c
+        && request
+            .headers()
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     let (mut parts, body) = request.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let (true, Some(u)) = (upgrade, upgrade_value) {
         parts
             .headers
