@@ -1,14 +1,18 @@
 //! Decoded claims of a verified token, with the registered and Google-specific claims typed.
 
 use crate::error::{Error, Malformed};
+use crate::json::{Field, StrictError, parse_members, parse_object};
 use serde_json::{Map, Value};
 use std::fmt;
+use std::sync::OnceLock;
 
 /// The claims of a token. Only the verifier (or the explicitly named unverified decoders)
-/// can make one.
-#[derive(Clone, PartialEq)]
+/// can make one. The registered and Google claims are typed up front; the full JSON map is
+/// built on first use of [`Claims::get`] / [`Claims::as_map`], so the hot path builds none.
+#[derive(Clone)]
 pub struct Claims {
-    map: Map<String, Value>,
+    raw: Box<str>,
+    map: OnceLock<Map<String, Value>>,
     iss: String,
     sub: Option<String>,
     aud: Vec<String>,
@@ -17,6 +21,14 @@ pub struct Claims {
     nbf: Option<u64>,
     email: Option<String>,
     email_verified: bool,
+    hd: Option<String>,
+    auth_time: Option<Result<u64, ()>>,
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
 }
 
 impl fmt::Debug for Claims {
@@ -31,12 +43,12 @@ impl fmt::Debug for Claims {
     }
 }
 
-fn numeric_date(map: &Map<String, Value>, claim: &'static str) -> Result<Option<u64>, Error> {
-    match map.get(claim) {
+fn numeric_date(field: Option<&Field<'_>>) -> Result<Option<u64>, Error> {
+    match field {
         None => Ok(None),
         // RFC 7519 NumericDate: a JSON number. Strings, negatives and non-finite values
         // are refused rather than coerced: coercion is where parsers disagree.
-        Some(Value::Number(n)) => n
+        Some(Field::Num(n)) => n
             .as_u64()
             .or_else(|| {
                 n.as_f64()
@@ -49,10 +61,10 @@ fn numeric_date(map: &Map<String, Value>, claim: &'static str) -> Result<Option<
     }
 }
 
-fn opt_string(map: &Map<String, Value>, claim: &'static str) -> Result<Option<String>, Error> {
-    match map.get(claim) {
+fn opt_string(field: Option<&Field<'_>>, claim: &'static str) -> Result<Option<String>, Error> {
+    match field {
         None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Field::Str(s)) => Ok(Some(s.to_string())),
         Some(_) => Err(Error::InvalidClaim {
             claim,
             why: "not a string",
@@ -61,37 +73,41 @@ fn opt_string(map: &Map<String, Value>, claim: &'static str) -> Result<Option<St
 }
 
 impl Claims {
-    pub(crate) fn from_map(map: Map<String, Value>) -> Result<Self, Error> {
-        let iss = opt_string(&map, "iss")?.ok_or(Error::MissingClaim { claim: "iss" })?;
-        let sub = opt_string(&map, "sub")?;
-        let aud = match map.get("aud") {
-            None => return Err(Error::MissingClaim { claim: "aud" }),
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) if !items.is_empty() && items.len() <= 64 => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or(Error::InvalidClaim {
-                    claim: "aud",
-                    why: "not a string or an array of strings",
-                })?,
-            Some(_) => {
-                return Err(Error::InvalidClaim {
-                    claim: "aud",
-                    why: "not a string or an array of strings",
-                });
+    /// Parses a claims set (the decoded JWT payload): strict JSON, duplicates refused at
+    /// any depth, the typed claims checked for their types.
+    pub(crate) fn parse(raw: String) -> Result<Self, Error> {
+        let members = parse_members(&raw).map_err(|e| -> Error {
+            match e {
+                StrictError::Duplicate => Malformed::DuplicateKey.into(),
+                StrictError::NotObject => Malformed::ClaimsShape.into(),
+                StrictError::Syntax => Malformed::Json.into(),
             }
+        })?;
+        let field = |name: &str| members.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let iss = opt_string(field("iss"), "iss")?.ok_or(Error::MissingClaim { claim: "iss" })?;
+        let sub = opt_string(field("sub"), "sub")?;
+        let not_strings = Error::InvalidClaim {
+            claim: "aud",
+            why: "not a string or an array of strings",
         };
-        let exp = numeric_date(&map, "exp")?.ok_or(Error::MissingClaim { claim: "exp" })?;
-        let iat = numeric_date(&map, "iat")?;
-        let nbf = numeric_date(&map, "nbf")?;
-        let email = opt_string(&map, "email")?;
-        let email_verified = match map.get("email_verified") {
+        let aud = match field("aud") {
+            None => return Err(Error::MissingClaim { claim: "aud" }),
+            Some(Field::Str(s)) => vec![s.to_string()],
+            Some(Field::Strings(items)) if !items.is_empty() && items.len() <= 64 => {
+                items.iter().map(|s| s.to_string()).collect()
+            }
+            Some(_) => return Err(not_strings),
+        };
+        let exp = numeric_date(field("exp"))?.ok_or(Error::MissingClaim { claim: "exp" })?;
+        let iat = numeric_date(field("iat"))?;
+        let nbf = numeric_date(field("nbf"))?;
+        let email = opt_string(field("email"), "email")?;
+        let email_verified = match field("email_verified") {
             None => false,
-            Some(Value::Bool(b)) => *b,
+            Some(Field::Bool(b)) => *b,
             // Google's tokeninfo renders booleans as strings; accept exactly those two.
-            Some(Value::String(s)) if s == "true" => true,
-            Some(Value::String(s)) if s == "false" => false,
+            Some(Field::Str(s)) if s == "true" => true,
+            Some(Field::Str(s)) if s == "false" => false,
             Some(_) => {
                 return Err(Error::InvalidClaim {
                     claim: "email_verified",
@@ -99,8 +115,18 @@ impl Claims {
                 });
             }
         };
+        let hd = match field("hd") {
+            Some(Field::Str(s)) => Some(s.to_string()),
+            _ => None,
+        };
+        let auth_time = field("auth_time").map(|f| match f {
+            Field::Num(n) => n.as_u64().ok_or(()),
+            _ => Err(()),
+        });
+        drop(members);
         Ok(Claims {
-            map,
+            raw: raw.into_boxed_str(),
+            map: OnceLock::new(),
             iss,
             sub,
             aud,
@@ -109,6 +135,8 @@ impl Claims {
             nbf,
             email,
             email_verified,
+            hd,
+            auth_time,
         })
     }
 
@@ -139,12 +167,18 @@ impl Claims {
     }
     /// Google's hosted domain (`hd`), present for Workspace accounts.
     pub fn hosted_domain(&self) -> Option<&str> {
-        self.map.get("hd").and_then(Value::as_str)
+        self.hd.as_deref()
+    }
+    /// Firebase's `auth_time`: `None` when absent, `Some(Err(()))` when not a NumericDate.
+    pub(crate) fn auth_time(&self) -> Option<Result<u64, ()>> {
+        self.auth_time
     }
     pub fn get(&self, claim: &str) -> Option<&Value> {
-        self.map.get(claim)
+        self.as_map().get(claim)
     }
     pub fn as_map(&self) -> &Map<String, Value> {
-        &self.map
+        // `raw` passed the same strict parser at construction, so this cannot fail.
+        self.map
+            .get_or_init(|| parse_object(self.raw.as_bytes()).unwrap_or_default())
     }
 }

@@ -281,8 +281,7 @@ impl Verifier {
         {
             return Err(crate::error::Malformed::HeaderShape.into());
         }
-        let map = jws::parse_claims(compact.payload)?;
-        let claims = Claims::from_map(map)?;
+        let claims = jws::decode_claims(compact.payload)?;
         // `iss` only selects which profile's keys to try; it is trusted after the signature.
         let trusted = self
             .trusted
@@ -450,10 +449,10 @@ pub(crate) fn check_claims(
                 why: "Firebase uid must be 1 to 128 characters",
             });
         }
-        match claims.get("auth_time") {
+        match claims.auth_time() {
             None => return Err(Error::MissingClaim { claim: "auth_time" }),
             Some(v) => {
-                let auth_time = v.as_u64().ok_or(Error::InvalidClaim {
+                let auth_time = v.map_err(|()| Error::InvalidClaim {
                     claim: "auth_time",
                     why: "not a NumericDate",
                 })?;
