@@ -183,19 +183,42 @@ impl FbUser {
     }
 }
 
+/// The one column a Firebase user is looked up by (a fixed set: the SQL is built from these
+/// names only, never from input).
+#[derive(Clone, Copy)]
+enum UserKey {
+    Uid,
+    Email,
+    GoogleSub,
+}
+
+async fn user_where(
+    state: &IdpState,
+    project: &str,
+    key: UserKey,
+    value: &str,
+) -> Result<Option<FbUser>, IdpError> {
+    let column = match key {
+        UserKey::Uid => "uid",
+        UserKey::Email => "email",
+        UserKey::GoogleSub => "google_sub",
+    };
+    let row = state
+        .store()
+        .fetch_optional(
+            &format!("SELECT {COLUMNS} FROM idp_fb_users WHERE project = $1 AND {column} = $2"),
+            &[project.into(), value.into()],
+        )
+        .await?;
+    row.as_ref().map(FbUser::from_row).transpose()
+}
+
 async fn user_by_uid(
     state: &IdpState,
     project: &str,
     uid: &str,
 ) -> Result<Option<FbUser>, IdpError> {
-    let row = state
-        .store()
-        .fetch_optional(
-            &format!("SELECT {COLUMNS} FROM idp_fb_users WHERE project = $1 AND uid = $2"),
-            &[project.into(), uid.into()],
-        )
-        .await?;
-    row.as_ref().map(FbUser::from_row).transpose()
+    user_where(state, project, UserKey::Uid, uid).await
 }
 
 async fn user_by_email(
@@ -203,14 +226,7 @@ async fn user_by_email(
     project: &str,
     email: &str,
 ) -> Result<Option<FbUser>, IdpError> {
-    let row = state
-        .store()
-        .fetch_optional(
-            &format!("SELECT {COLUMNS} FROM idp_fb_users WHERE project = $1 AND email = $2"),
-            &[project.into(), email.into()],
-        )
-        .await?;
-    row.as_ref().map(FbUser::from_row).transpose()
+    user_where(state, project, UserKey::Email, email).await
 }
 
 async fn user_by_google(
@@ -218,14 +234,7 @@ async fn user_by_google(
     project: &str,
     sub: &str,
 ) -> Result<Option<FbUser>, IdpError> {
-    let row = state
-        .store()
-        .fetch_optional(
-            &format!("SELECT {COLUMNS} FROM idp_fb_users WHERE project = $1 AND google_sub = $2"),
-            &[project.into(), sub.into()],
-        )
-        .await?;
-    row.as_ref().map(FbUser::from_row).transpose()
+    user_where(state, project, UserKey::GoogleSub, sub).await
 }
 
 /// A Firebase-style uid: 28 characters of [A-Za-z0-9].
