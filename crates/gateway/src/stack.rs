@@ -167,8 +167,8 @@ async fn access_log(
     let slot = OutcomeSlot::default();
     request.extensions_mut().insert(slot.clone());
     let method = request.method().clone();
-    // The path only: a query string may carry secrets.
-    let path: String = request.uri().path().chars().take(256).collect();
+    // A `Uri` clone shares its bytes; only the path is logged (a query may carry secrets).
+    let uri = request.uri().clone();
     let client = request.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
     let response = next.run(request).await;
     let status = response.status().as_u16();
@@ -184,7 +184,7 @@ async fn access_log(
         target: "gatehouse::access",
         route,
         method = %method,
-        path,
+        path = truncated(uri.path(), 256),
         status,
         reason = o.reason.unwrap_or(""),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -193,6 +193,15 @@ async fn access_log(
         "request"
     );
     response
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 async fn select_route(
@@ -552,4 +561,17 @@ pub(crate) fn admin_path(shared: Arc<Shared>) -> RequestPath {
             Ok::<_, Infallible>(response)
         }
     }))
+}
+
+#[cfg(test)]
+mod truncation_tests {
+    use super::truncated;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncated("/short", 256), "/short");
+        assert_eq!(truncated("/abcdef", 4), "/abc");
+        // 'é' is two bytes: a cut inside it backs off to the boundary.
+        assert_eq!(truncated("/é", 2), "/");
+    }
 }
