@@ -1,0 +1,108 @@
+# Shared by bench/gateway/run and bench/load/run (sourced, not run): the release binary, the
+# Python venv, free ports, an nginx upstream, a gateway route, waiting for a server, cleanup.
+# The caller sets `root` (the repository) and `bench` (its name, for messages) first.
+
+ulimit -n 65536 2>/dev/null || ulimit -n 4096
+
+bench_need() { # tool how-to-get-it
+  command -v "$1" >/dev/null || { echo "$bench: $1 not found ($2)" >&2; exit 1; }
+}
+
+bench_fail() { echo "$bench: $*" >&2; exit 1; }
+
+# The release binary; with GATEHOUSE_BENCH_REUSE set, a failed build (someone else's
+# half-done edit) falls back to the last one built; GATEHOUSE_BENCH_BIN names a binary to
+# measure as it is, unbuilt.
+bench_build() {
+  if [[ -n "${GATEHOUSE_BENCH_BIN:-}" ]]; then
+    bin=$(realpath "$GATEHOUSE_BENCH_BIN")
+    [[ -x $bin ]] || bench_fail "GATEHOUSE_BENCH_BIN=$GATEHOUSE_BENCH_BIN is not an executable"
+    return
+  fi
+  cargo build --release --locked --bin gatehouse >&2 || {
+    [[ -n "${GATEHOUSE_BENCH_REUSE:-}" && -x $root/target/release/gatehouse ]] || exit 1
+    echo "$bench: build failed; reusing target/release/gatehouse" >&2
+  }
+  bin=$root/target/release/gatehouse
+}
+
+# The Flask/google-auth/PyJWT venv (bench/gateway/requirements.txt) under target/.
+bench_venv() {
+  venv=$root/target/bench-venv
+  if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c "import flask, google.auth, jwt" 2>/dev/null; then
+    python3 -m venv "$venv" \
+      && "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/bench/gateway/requirements.txt" >&2
+  fi
+}
+
+bench_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+bench_pids=()
+bench_cleanup() {
+  for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap bench_cleanup EXIT
+
+bench_wait_for() { # url [header]
+  for _ in $(seq 1 400); do
+    if curl -fsS -o /dev/null ${2:+-H "$2"} "$1" 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  bench_fail "$1 did not come up"
+}
+
+# nginx answering 200 "ok" on UPSTREAM_PORT (the trivial upstream) and, with a second port,
+# proxying to it without authentication (the baseline proxy). Access log off.
+bench_nginx() { # dir upstream-port [proxy-port]
+  local dir=$1 up=$2 proxy=${3:-}
+  mkdir -p "$dir"
+  {
+    cat <<NGINX
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+daemon off;
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  keepalive_requests 1000000;
+  upstream app { server 127.0.0.1:$up; keepalive 256; }
+  server { listen 127.0.0.1:$up; location / { return 200 "ok\n"; } }
+NGINX
+    if [[ -n $proxy ]]; then
+      cat <<NGINX
+  server {
+    listen 127.0.0.1:$proxy;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+NGINX
+    fi
+    echo "}"
+  } >"$dir/nginx.conf"
+  nginx -c "$dir/nginx.conf" &
+  bench_pids+=($!)
+}
+
+# A gateway config: one route to the upstream, the token's issuer with its JWKS URL, any
+# authenticated caller allowed. Access log off (RUST_LOG=warn when started).
+bench_gateway_toml() { # listen-port upstream-port issuer jwks-url audience cache-entries
+  cat <<TOML
+listen = "127.0.0.1:$1"
+watch_seconds = 0
+[[route]]
+upstream = "http://127.0.0.1:$2"
+url = "$5"
+issuers = [{ profile = "$3", jwks = "$4" }]
+allow = ["allAuthenticatedUsers"]
+verified_token_cache = $6
+TOML
+}
