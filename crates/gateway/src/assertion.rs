@@ -2,8 +2,10 @@
 //! admitted, so IAP-style backends work unchanged. One ES256 signature per identity and
 //! route per lifetime, not per request: assertions are cached until shortly before expiry.
 
+use crate::headers::ACCOUNTS_PREFIX;
 use gatehouse_verify::sign::{SignError, SigningKey};
 use gatehouse_verify::verifier::Identity;
+use http::HeaderValue;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +25,16 @@ pub enum AssertionKeyError {
     Key(#[from] SignError),
 }
 
+/// Why a verified caller's identity headers could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AssertionError {
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    #[error("the caller's {0} cannot be sent in a header")]
+    NotAHeaderValue(&'static str),
+}
+
 type CacheKey = (Arc<str>, String, String);
 
 /// Signs and caches assertions; publishes its public key as a JWK set.
@@ -30,7 +42,7 @@ pub struct AssertionSigner {
     key: SigningKey,
     issuer: String,
     lifetime: u64,
-    cache: quick_cache::sync::Cache<CacheKey, (Arc<str>, u64)>,
+    cache: quick_cache::sync::Cache<CacheKey, IdentityHeaders>,
 }
 
 impl std::fmt::Debug for AssertionSigner {
@@ -89,23 +101,20 @@ impl AssertionSigner {
         Ok(json!({ "keys": [self.key.public_jwk()?] }))
     }
 
-    /// The assertion for `identity` on the route whose assertion audience is `audience`,
-    /// from the cache while it has more than a minute left.
-    pub fn assertion(
+    /// The identity headers for `identity` on the route whose assertion audience is
+    /// `audience`: built once per identity, route and assertion lifetime, so a request costs
+    /// a cache look-up (with borrowed keys) and reference-count clones.
+    pub(crate) fn identity_headers(
         &self,
         audience: &Arc<str>,
         identity: &Identity,
         now: u64,
-    ) -> Result<Arc<str>, SignError> {
+    ) -> Result<IdentityHeaders, AssertionError> {
         let email = identity.email().unwrap_or_default();
-        let key: CacheKey = (
-            audience.clone(),
-            identity.subject().to_owned(),
-            email.to_owned(),
-        );
-        if let Some((token, exp)) = self.cache.get(&key) {
-            if now.saturating_add(REISSUE_MARGIN) < exp {
-                return Ok(token);
+        let lookup = KeyRef(audience, identity.subject(), email);
+        if let Some(cached) = self.cache.get(&lookup) {
+            if now.saturating_add(REISSUE_MARGIN) < cached.exp {
+                return Ok(cached);
             }
         }
         let exp = now + self.lifetime;
@@ -129,9 +138,60 @@ impl AssertionSigner {
                 json!({"issuer": identity.issuer(), "profile": identity.profile()}),
             );
         }
-        let token: Arc<str> = self.key.sign_jwt(&claims)?.into();
-        self.cache.insert(key, (token.clone(), exp));
-        Ok(token)
+        let assertion = header_value(self.key.sign_jwt(&claims)?, "assertion")?;
+        let email_header = if email.is_empty() {
+            None
+        } else {
+            Some(header_value(format!("{ACCOUNTS_PREFIX}{email}"), "email")?)
+        };
+        let headers = IdentityHeaders {
+            email: email_header,
+            user_id: header_value(
+                format!("{ACCOUNTS_PREFIX}{}", identity.subject()),
+                "subject",
+            )?,
+            assertion,
+            exp,
+        };
+        self.cache.insert(
+            (
+                audience.clone(),
+                identity.subject().to_owned(),
+                email.to_owned(),
+            ),
+            headers.clone(),
+        );
+        Ok(headers)
+    }
+}
+
+/// The headers the gateway adds for a verified caller (their values, ready to insert).
+#[derive(Debug, Clone)]
+pub(crate) struct IdentityHeaders {
+    /// `accounts.google.com:EMAIL`, when the caller has an email.
+    pub email: Option<HeaderValue>,
+    /// `accounts.google.com:SUB`.
+    pub user_id: HeaderValue,
+    /// The IAP-shaped ES256 assertion.
+    pub assertion: HeaderValue,
+    exp: u64,
+}
+
+/// A header value from text the gateway built: a claim with a control character in it
+/// cannot become a header, and no identity headers are sent for it.
+fn header_value(text: String, what: &'static str) -> Result<HeaderValue, AssertionError> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .map_err(|_| AssertionError::NotAHeaderValue(what))
+}
+
+/// A borrowed cache key: hashes as [`CacheKey`] does (a tuple hashes its fields in order,
+/// and `str`, `String` and `Arc<str>` hash alike), so a look-up allocates nothing.
+#[derive(Hash)]
+struct KeyRef<'a>(&'a Arc<str>, &'a str, &'a str);
+
+impl quick_cache::Equivalent<CacheKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        *self.0 == key.0 && self.1 == key.1 && self.2 == key.2
     }
 }
 

@@ -13,7 +13,9 @@ const BUCKETS: [f64; 14] = [
     5.0,
 ];
 
-/// A fixed-bucket latency histogram in seconds.
+/// A fixed-bucket latency histogram in seconds. Each observation counts in its own bucket
+/// only (three atomic adds, not one per bucket: every request observes twice, from every
+/// core); the cumulative counts Prometheus wants are summed when rendered.
 #[derive(Debug, Default)]
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS.len()],
@@ -24,10 +26,8 @@ pub struct Histogram {
 impl Histogram {
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.counts[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
@@ -37,12 +37,10 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                self.counts[i].load(Ordering::Relaxed)
-            );
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
@@ -200,5 +198,11 @@ mod tests {
         assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"0.00025\"} 0"));
         assert!(text.contains("gatehouse_jwks_fetches_total{url=\"http://k/certs\"} 2"));
+        // Cumulative: every bucket above the observation counts it.
+        m.verify_latency.observe(Duration::from_secs(2));
+        let text = m.render(&[]);
+        assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"5\"} 2"));
+        assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"+Inf\"} 2"));
     }
 }

@@ -5,7 +5,7 @@
 use crate::config::{Limits, Timeouts};
 use crate::headers;
 use crate::server::Shared;
-use crate::stack::{ConnInfo, Ctx, OutcomeSlot, error_response};
+use crate::stack::{ConnInfo, Ctx, Outcome, error_response};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
@@ -16,7 +16,6 @@ use http_body_util::Limited;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The pooled upstream clients: HTTP/1.1, and h2c (prior knowledge) for routes that ask.
@@ -58,29 +57,14 @@ fn upstream_uri(base: &Uri, request_uri: &Uri) -> Result<Uri, http::Error> {
     Ok(Uri::from_parts(parts)?)
 }
 
-fn set_reason(request: &Request, reason: &'static str) {
-    if let Some(slot) = request.extensions().get::<OutcomeSlot>() {
-        slot.lock().reason = Some(reason);
-    }
-}
-
 /// Sends `request` to its route's upstream and returns the upstream's answer, streaming.
-pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
-    let Some(ctx) = request.extensions().get::<Arc<Ctx>>().cloned() else {
-        return error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "no_route_context",
-        );
-    };
-    let conn = request
-        .extensions()
-        .get::<ConnInfo>()
-        .copied()
-        .unwrap_or(ConnInfo {
-            peer: ([0, 0, 0, 0], 0).into(),
-            tls: false,
-        });
+pub(crate) async fn forward(
+    shared: &Shared,
+    conn: ConnInfo,
+    ctx: &Ctx,
+    mut request: Request,
+    outcome: &mut Outcome,
+) -> Response {
     let limits: &Limits = &shared.limits;
     if let Some(len) = request
         .headers()
@@ -89,7 +73,7 @@ pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > limits.max_body_bytes {
-            set_reason(&request, "body_too_large");
+            outcome.reason = Some("body_too_large");
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -101,7 +85,7 @@ pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
     let uri = match upstream_uri(&route.config.upstream, request.uri()) {
         Ok(uri) => uri,
         Err(_) => {
-            set_reason(&request, "bad_path");
+            outcome.reason = Some("bad_path");
             return error_response(StatusCode::BAD_REQUEST, "bad_request", "bad_path");
         }
     };
@@ -109,7 +93,6 @@ pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
         request.version() == Version::HTTP_11 && headers::wants_upgrade(request.headers());
     let upgrade_value = request.headers().get(header::UPGRADE).cloned();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let slot = request.extensions().get::<OutcomeSlot>().cloned();
 
     // `TE: trailers` is the one hop-by-hop value an HTTP/2 upstream needs (gRPC).
     let te_trailers = route.config.upstream_h2c
@@ -133,12 +116,15 @@ pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u);
     }
-    headers::set_forwarded(&mut parts.headers, conn.peer, conn.tls, &ctx.host);
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer,
+        conn.tls,
+        ctx.host.to_str().unwrap_or_default(),
+    );
     // The app sees the host the client asked for, as behind Cloud Run's front end.
-    if let Ok(host) = HeaderValue::from_str(&ctx.host) {
-        if !ctx.host.is_empty() {
-            parts.headers.insert(header::HOST, host);
-        }
+    if !ctx.host.is_empty() {
+        parts.headers.insert(header::HOST, ctx.host.clone());
     }
     let limited = Body::new(Limited::new(body, clamp_usize(limits.max_body_bytes)));
     let mut outgoing = Request::new(limited);
@@ -157,15 +143,10 @@ pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
     let started = Instant::now();
     let result = tokio::time::timeout(shared.timeouts.upstream, client.request(outgoing)).await;
     shared.metrics.upstream_latency.observe(started.elapsed());
-    let reason = |r: &'static str| {
-        if let Some(slot) = &slot {
-            slot.lock().reason = Some(r);
-        }
-    };
     let mut response = match result {
         Ok(Ok(response)) => response,
         Ok(Err(error)) if exceeded_body_limit(&error) => {
-            reason("body_too_large");
+            outcome.reason = Some("body_too_large");
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -174,7 +155,7 @@ pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
         }
         Ok(Err(error)) => {
             tracing::warn!(route = %route.name, error = %error_chain(&error), "upstream request failed");
-            reason("upstream_unavailable");
+            outcome.reason = Some("upstream_unavailable");
             return error_response(
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
@@ -182,7 +163,7 @@ pub(crate) async fn forward(shared: &Shared, mut request: Request) -> Response {
             );
         }
         Err(_) => {
-            reason("upstream_timeout");
+            outcome.reason = Some("upstream_timeout");
             return error_response(
                 StatusCode::GATEWAY_TIMEOUT,
                 "gateway_timeout",

@@ -8,13 +8,14 @@ use crate::config::{Config, ConfigError, Limits, Timeouts};
 use crate::metrics::Metrics;
 use crate::proxy::Upstreams;
 use crate::routes::Snapshot;
-use crate::stack::{ConnInfo, RequestPath, request_path};
+use crate::stack::{self, ConnInfo};
 use axum::body::Body;
 use gatehouse_verify::clock::{Clock, SystemClock};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use parking_lot::{Mutex, RwLock};
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -29,7 +30,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
-use tower::ServiceExt as _;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) timeouts: Timeouts,
     pub(crate) metrics_on_main: bool,
+    /// The access log's and metrics' route label for the gateway's own endpoints.
+    pub(crate) own_route_name: Arc<str>,
     source: Option<PathBuf>,
     watched: Mutex<Vec<PathBuf>>,
     /// Serialises reloads (SIGHUP and the file watcher may race).
@@ -203,6 +205,7 @@ impl Gateway {
             limits: config.limits.clone(),
             timeouts: config.timeouts.clone(),
             metrics_on_main: config.admin_listen.is_none(),
+            own_route_name: "_gatehouse".into(),
             watched: Mutex::new(config.watched_files.clone()),
             source: source.clone(),
             reload_lock: Mutex::new(()),
@@ -260,13 +263,11 @@ impl Gateway {
             ));
         }
         let connections = Arc::new(Semaphore::new(shared.limits.max_connections));
-        let service = request_path(shared.clone());
         if let Some(admin) = admin {
-            let admin_service = crate::stack::admin_path(shared.clone());
             tokio::spawn(accept_loop(
                 admin,
                 None,
-                admin_service,
+                Listener::Admin,
                 shared.clone(),
                 connections.clone(),
                 shutdown_tx.subscribe(),
@@ -275,7 +276,7 @@ impl Gateway {
         accept_loop(
             listener,
             tls,
-            service,
+            Listener::Main,
             shared.clone(),
             connections,
             shutdown_tx.subscribe(),
@@ -284,10 +285,19 @@ impl Gateway {
     }
 }
 
+/// Which requests a listener answers.
+#[derive(Debug, Clone, Copy)]
+enum Listener {
+    /// Everything: routes and the gateway's own endpoints.
+    Main,
+    /// Only the gateway's own endpoints (metrics among them).
+    Admin,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    service: RequestPath,
+    kind: Listener,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
@@ -315,25 +325,24 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
         let shared = shared.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
             shared.metrics.connection_opened();
-            let idle = shared.timeouts.idle;
             match tls {
                 None => {
-                    serve_connection(stream, peer, false, service, &builder, watcher, idle).await
+                    let conn = ConnInfo { peer, tls: false };
+                    serve_connection(stream, conn, kind, &shared, &builder, watcher).await
                 }
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(shared.timeouts.header_read, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, true, service, &builder, watcher, idle)
-                                .await
+                            let conn = ConnInfo { peer, tls: true };
+                            serve_connection(stream, conn, kind, &shared, &builder, watcher).await
                         }
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -384,24 +393,32 @@ fn http_builder(limits: &Limits, timeouts: &Timeouts) -> auto::Builder<TokioExec
 
 async fn serve_connection<IO>(
     io: IO,
-    peer: SocketAddr,
-    tls: bool,
-    service: RequestPath,
+    conn: ConnInfo,
+    kind: Listener,
+    shared: &Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
-    idle: Duration,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = conn.peer;
+    let idle = shared.timeouts.idle;
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(IdleIo {
         inner: io,
         activity: activity.clone(),
     });
+    let shared = shared.clone();
     let hyper_service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let mut request = request.map(Body::new);
-        request.extensions_mut().insert(ConnInfo { peer, tls });
-        service.clone().oneshot(request)
+        let shared = shared.clone();
+        async move {
+            let request = request.map(Body::new);
+            let response = match kind {
+                Listener::Main => stack::handle(&shared, conn, request).await,
+                Listener::Admin => stack::admin(&shared, request).await,
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = builder
         .serve_connection_with_upgrades(io, hyper_service)

@@ -1,37 +1,37 @@
-//! The request path, built in one function ([`request_path`]): a stack of small layers, each
-//! doing one thing and handing the request on or answering it itself.
+//! The request path: one function ([`handle`]) calling small steps in order, each either
+//! handing the request on or answering it itself.
 //!
 //! ```text
 //! access log -> select route -> strip identity headers -> CORS -> extract token -> verify
 //!            -> /_gatehouse/identity -> authorize -> rate limit -> set identity -> proxy
 //! ```
 //!
-//! Layers talk through request extensions: [`Ctx`] (route, time), [`Token`], [`Verdict`],
-//! and the [`Outcome`] slot the access log reads after the answer.
+//! Plain calls rather than a tower layer per step: this is the gateway's hot path, and a
+//! layer per step cost a boxed future, a cloned service and a request extension each, on
+//! every request. Steps that may answer return `Result<_, Response>`; what the access log
+//! needs is gathered in one [`Outcome`] the steps write to.
+
+// A refusal travels one frame, from the step to `admit`; boxing it would only add an
+// allocation to the refusal path.
+#![allow(clippy::result_large_err)]
 
 use crate::endpoints;
 use crate::headers;
 use crate::routes::{Route, Snapshot, normalize_host};
 use crate::server::Shared;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::extract::Request;
 use axum::response::Response;
+use bytes::{BufMut as _, BytesMut};
 use gatehouse_verify::jws::SIGNATURE_REMOVED;
-use gatehouse_verify::layer::{SERVERLESS_AUTHORIZATION, bearer_token};
+use gatehouse_verify::layer::{SERVERLESS_AUTHORIZATION, bearer_value};
 use gatehouse_verify::members::RUN_INVOKER;
 use gatehouse_verify::verifier::Identity;
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
-use parking_lot::Mutex;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
-
-pub(crate) type RequestPath = BoxCloneSyncService<Request, Response, Infallible>;
 
 /// What the connection knows: who is on the other end, and whether over TLS.
 #[derive(Debug, Clone, Copy)]
@@ -41,95 +41,64 @@ pub(crate) struct ConnInfo {
 }
 
 /// The request's route and the one reading of the clock, set by [`select_route`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Ctx {
     pub snapshot: Arc<Snapshot>,
     pub route: Arc<Route>,
     /// Unix seconds, read once per request.
     pub now: u64,
-    /// The host the client asked for (for `X-Forwarded-Host` and the upstream's `Host`).
-    pub host: String,
+    /// The host the client asked for, as sent (for `X-Forwarded-Host` and the upstream's
+    /// `Host`); empty when the request named none.
+    pub host: HeaderValue,
     pub identity_endpoint: bool,
 }
 
-/// The token a request carries and the header it came in.
-#[derive(Debug, Clone)]
-pub(crate) struct Token {
-    pub value: String,
-    pub header: HeaderName,
+/// The token a request carries: the header it came in, whose value is kept whole (a
+/// reference-counted clone) so the token can be re-read after the headers change.
+#[derive(Debug)]
+struct Token {
+    header: HeaderName,
+    value: HeaderValue,
+}
+
+impl Token {
+    fn as_str(&self) -> &str {
+        bearer_value(&self.value).unwrap_or_default()
+    }
 }
 
 /// What verification made of the request's token.
-#[derive(Debug, Clone)]
-pub(crate) enum Verdict {
+#[derive(Debug)]
+enum Verdict {
     Missing,
     Verified(Identity),
     Refused(gatehouse_verify::Error),
 }
 
-/// A CORS preflight the route passes to the app without authentication.
-#[derive(Debug, Clone, Copy)]
-struct PreflightPass;
-
-/// What the layers decided, for the access log and metrics.
+/// What the steps decided, for the access log and metrics.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
     pub route: Option<Arc<str>>,
     pub reason: Option<&'static str>,
     pub denied: bool,
-    pub email: Option<String>,
+    pub caller: Option<Identity>,
 }
 
-pub(crate) type OutcomeSlot = Arc<Mutex<Outcome>>;
-
-/// The whole request path. Order matters and is explained beside each layer.
-pub(crate) fn request_path(shared: Arc<Shared>) -> RequestPath {
-    let proxy = tower::service_fn({
-        let shared = shared.clone();
-        move |request: Request| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(crate::proxy::forward(&shared, request).await) }
-        }
-    });
-    let stack = ServiceBuilder::new()
-        // Outermost, so it sees every answer, including those the layers below give.
-        .layer(from_fn_with_state(shared.clone(), access_log))
-        // Reads the clock once and picks the route; answers the gateway's own endpoints
-        // that need no caller (health, readiness, keys, metrics).
-        .layer(from_fn_with_state(shared.clone(), select_route))
-        // Before anything adds identity: nothing below ever sees an identity header the
-        // client sent, whatever happens later.
-        .layer(from_fn(strip_identity_headers))
-        // Before the token is required: a browser's preflight carries no credentials.
-        .layer(from_fn(cors))
-        .layer(from_fn(extract_token))
-        .layer(from_fn_with_state(shared.clone(), verify))
-        // Who-am-I answers after verification and before the invoker check, as IAP's
-        // `gcp-iap-mode=IDENTITY`.
-        .layer(from_fn(identity_endpoint))
-        .layer(from_fn(authorize))
-        // After authorize, so buckets are per verified identity, never per claimed one.
-        .layer(from_fn(rate_limit))
-        .layer(from_fn_with_state(shared, set_identity))
-        .service(proxy);
-    BoxCloneSyncService::new(stack)
+impl Outcome {
+    /// Records a refusal and builds its answer.
+    fn refuse(
+        &mut self,
+        status: StatusCode,
+        error: &'static str,
+        reason: &'static str,
+    ) -> Response {
+        self.reason = Some(reason);
+        self.denied = true;
+        error_response(status, error, reason)
+    }
 }
 
 /// A refusal: JSON `{"error", "reason"}` with the RFC 6750 challenge where it applies.
-pub(crate) fn refuse(
-    request: &Request,
-    status: StatusCode,
-    error: &'static str,
-    reason: &'static str,
-) -> Response {
-    if let Some(slot) = request.extensions().get::<OutcomeSlot>() {
-        let mut o = slot.lock();
-        o.reason = Some(reason);
-        o.denied = true;
-    }
-    error_response(status, error, reason)
-}
-
 pub(crate) fn error_response(status: StatusCode, error: &str, reason: &str) -> Response {
     let body = serde_json::json!({"error": error, "reason": reason}).to_string();
     let mut response = Response::new(Body::from(body));
@@ -154,31 +123,19 @@ pub(crate) fn error_response(status: StatusCode, error: &str, reason: &str) -> R
     response
 }
 
-fn outcome(request: &Request) -> Option<OutcomeSlot> {
-    request.extensions().get::<OutcomeSlot>().cloned()
-}
-
-async fn access_log(
-    State(shared): State<Arc<Shared>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// The whole request path, access log outermost so it sees every answer.
+pub(crate) async fn handle(shared: &Arc<Shared>, conn: ConnInfo, request: Request) -> Response {
     let started = Instant::now();
-    let slot = OutcomeSlot::default();
-    request.extensions_mut().insert(slot.clone());
+    let mut outcome = Outcome::default();
     let method = request.method().clone();
     // A `Uri` clone shares its bytes; only the path is logged (a query may carry secrets).
     let uri = request.uri().clone();
-    let client = request.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
-    let response = next.run(request).await;
+    let response = route_request(shared, conn, request, &mut outcome).await;
     let status = response.status().as_u16();
-    let o = slot.lock();
-    let route = o.route.as_deref().unwrap_or("-");
+    let route = outcome.route.as_deref().unwrap_or("-");
     shared.metrics.request(route, status);
-    if o.denied {
-        if let Some(reason) = o.reason {
-            shared.metrics.denial(reason);
-        }
+    if let (true, Some(reason)) = (outcome.denied, outcome.reason) {
+        shared.metrics.denial(reason);
     }
     tracing::info!(
         target: "gatehouse::access",
@@ -186,10 +143,10 @@ async fn access_log(
         method = %method,
         path = truncated(uri.path(), 256),
         status,
-        reason = o.reason.unwrap_or(""),
+        reason = outcome.reason.unwrap_or(""),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        email = o.email.as_deref().unwrap_or(""),
-        client = %client.map(|c| c.to_string()).unwrap_or_default(),
+        email = outcome.caller.as_ref().and_then(Identity::email).unwrap_or(""),
+        client = %conn.peer.ip(),
         "request"
     );
     response
@@ -204,368 +161,326 @@ fn truncated(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-async fn select_route(
-    State(shared): State<Arc<Shared>>,
+async fn route_request(
+    shared: &Arc<Shared>,
+    conn: ConnInfo,
     mut request: Request,
-    next: Next,
+    outcome: &mut Outcome,
 ) -> Response {
-    let now = shared.clock.now_unix();
-    let mut identity_endpoint = false;
-    if let Some(own) = request.uri().path().strip_prefix(crate::OWN_PREFIX) {
-        if let Some(slot) = outcome(&request) {
-            slot.lock().route = Some("_gatehouse".into());
-        }
-        match own {
-            "identity" => identity_endpoint = true,
-            _ => return endpoints::answer(&shared, own, now).await,
-        }
-    }
-    let snapshot = shared.snapshot();
-    let raw_host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-        .unwrap_or_default()
-        .to_owned();
-    let host = normalize_host(&raw_host);
-    let path = request.uri().path();
-    let route = snapshot.select(Some(&host), path).cloned().or_else(|| {
-        // Who-am-I is asked of the host, whichever prefixes its routes take.
-        identity_endpoint
-            .then(|| {
-                snapshot
-                    .routes
-                    .iter()
-                    .find(|r| r.config.host.as_deref().is_none_or(|h| h == host))
-                    .cloned()
-            })
-            .flatten()
-    });
-    let Some(route) = route else {
-        return refuse(&request, StatusCode::NOT_FOUND, "not_found", "no_route");
+    let ctx = match select_route(shared, request.uri(), request.headers(), outcome).await {
+        Ok(ctx) => ctx,
+        Err(answer) => return answer,
     };
-    if let Some(slot) = outcome(&request) {
-        if !identity_endpoint {
-            slot.lock().route = Some(route.name.clone());
-        }
-    }
-    request.extensions_mut().insert(Arc::new(Ctx {
-        snapshot: snapshot.clone(),
-        route,
-        now,
-        host: raw_host,
-        identity_endpoint,
-    }));
-    next.run(request).await
-}
-
-/// The request's context; shared (`Arc`) so each layer's look-up is a reference count.
-fn ctx(request: &Request) -> Option<Arc<Ctx>> {
-    request.extensions().get::<Arc<Ctx>>().cloned()
-}
-
-/// A layer found no [`Ctx`]: the stack was built wrong. Answer 500 rather than panic.
-fn no_ctx() -> Response {
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "no_route_context",
-    )
-}
-
-async fn strip_identity_headers(mut request: Request, next: Next) -> Response {
+    // Before anything adds identity: nothing below ever sees an identity header the client
+    // sent, whatever happens later.
     let removed = headers::strip_identity(request.headers_mut());
     if removed > 0 {
         tracing::debug!(removed, "removed client-sent identity headers");
     }
-    next.run(request).await
-}
-
-async fn cors(mut request: Request, next: Next) -> Response {
-    let Some(ctx) = ctx(&request) else {
-        return no_ctx();
-    };
+    // Before the token is required: a browser's preflight carries no credentials.
     let cors = &ctx.route.config.cors;
-    let origin = request.headers().get(header::ORIGIN).cloned();
+    let mut preflight_passes = false;
     if crate::cors::is_preflight(request.method(), request.headers()) {
         match cors.mode {
             crate::config::CorsMode::Answer => {
                 return crate::cors::answer_preflight(cors, request.headers());
             }
-            crate::config::CorsMode::Pass => {
-                request.extensions_mut().insert(PreflightPass);
-            }
+            crate::config::CorsMode::Pass => preflight_passes = true,
             crate::config::CorsMode::RequireAuth => {}
         }
     }
-    let mut response = next.run(request).await;
-    if cors.mode == crate::config::CorsMode::Answer {
+    let decorate = cors.mode == crate::config::CorsMode::Answer;
+    let origin = if decorate {
+        request.headers().get(header::ORIGIN).cloned()
+    } else {
+        None
+    };
+    let mut response = admit(shared, conn, &ctx, request, preflight_passes, outcome).await;
+    if decorate {
         crate::cors::decorate(cors, origin.as_ref(), &mut response);
     }
     response
 }
 
+/// Reads the clock once and picks the route; answers the gateway's own endpoints that need
+/// no caller (health, readiness, keys, metrics).
+async fn select_route(
+    shared: &Arc<Shared>,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    outcome: &mut Outcome,
+) -> Result<Ctx, Response> {
+    let now = shared.clock.now_unix();
+    let mut identity_endpoint = false;
+    if let Some(own) = uri.path().strip_prefix(crate::OWN_PREFIX) {
+        outcome.route = Some(shared.own_route_name.clone());
+        match own {
+            "identity" => identity_endpoint = true,
+            _ => return Err(endpoints::answer(shared, own, now).await),
+        }
+    }
+    let snapshot = shared.snapshot();
+    let host = match headers.get(header::HOST) {
+        Some(h) => h.clone(),
+        None => uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("")),
+    };
+    let normalized = normalize_host(host.to_str().unwrap_or_default());
+    let path = uri.path();
+    let route = snapshot
+        .select(Some(&normalized), path)
+        .cloned()
+        .or_else(|| {
+            // Who-am-I is asked of the host, whichever prefixes its routes take.
+            identity_endpoint
+                .then(|| {
+                    snapshot
+                        .routes
+                        .iter()
+                        .find(|r| r.config.host.as_deref().is_none_or(|h| h == normalized))
+                        .cloned()
+                })
+                .flatten()
+        });
+    let Some(route) = route else {
+        return Err(outcome.refuse(StatusCode::NOT_FOUND, "not_found", "no_route"));
+    };
+    if !identity_endpoint {
+        outcome.route = Some(route.name.clone());
+    }
+    Ok(Ctx {
+        snapshot,
+        route,
+        now,
+        host,
+        identity_endpoint,
+    })
+}
+
+/// Verifies, authorizes and forwards: everything after routing and CORS.
+async fn admit(
+    shared: &Arc<Shared>,
+    conn: ConnInfo,
+    ctx: &Ctx,
+    mut request: Request,
+    preflight_passes: bool,
+    outcome: &mut Outcome,
+) -> Response {
+    let token = extract_token(&request);
+    let verdict = verify(shared, ctx, token.as_ref()).await;
+    // Who-am-I answers after verification and before the invoker check, as IAP's
+    // `gcp-iap-mode=IDENTITY`.
+    if ctx.identity_endpoint {
+        return identity_endpoint(ctx, &verdict, outcome);
+    }
+    if !preflight_passes {
+        if let Err(refusal) = authorize(ctx, &verdict, outcome) {
+            return refusal;
+        }
+    }
+    // After authorize, so buckets are per verified identity, never per claimed one.
+    if let Err(refusal) = rate_limit(ctx, conn, &verdict, outcome) {
+        return refusal;
+    }
+    if let Verdict::Verified(identity) = &verdict {
+        set_identity(shared, ctx, identity, token.as_ref(), request.headers_mut());
+    }
+    crate::proxy::forward(shared, conn, ctx, request, outcome).await
+}
+
 /// `X-Serverless-Authorization` first (then `Authorization` is the app's), else
 /// `Authorization: Bearer`, as Cloud Run.
-async fn extract_token(mut request: Request, next: Next) -> Response {
-    let token = bearer_token(request.headers(), true).map(|value| Token {
-        value: value.to_owned(),
-        header: if request.headers().contains_key(SERVERLESS_AUTHORIZATION) {
-            HeaderName::from_static(SERVERLESS_AUTHORIZATION)
-        } else {
-            header::AUTHORIZATION
-        },
-    });
-    if let Some(token) = token {
-        request.extensions_mut().insert(token);
-    }
-    next.run(request).await
+fn extract_token(request: &Request) -> Option<Token> {
+    let headers = request.headers();
+    let (header, value) = match headers.get(SERVERLESS_AUTHORIZATION) {
+        Some(v) => (HeaderName::from_static(SERVERLESS_AUTHORIZATION), v),
+        None => (header::AUTHORIZATION, headers.get(header::AUTHORIZATION)?),
+    };
+    bearer_value(value)?;
+    Some(Token {
+        header,
+        value: value.clone(),
+    })
 }
 
-async fn verify(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
-    let Some(ctx) = ctx(&request) else {
-        return no_ctx();
-    };
-    let token = request.extensions().get::<Token>();
-    let verdict = match (token, &ctx.route.verifier) {
-        (Some(token), Some(verifier)) => {
-            let started = Instant::now();
-            let result = verifier.verify(&token.value, ctx.now).await;
-            shared.metrics.verify_latency.observe(started.elapsed());
-            match result {
-                Ok(identity) => Verdict::Verified(identity),
-                Err(error) => {
-                    tracing::debug!(route = %ctx.route.name, reason = error.code(), %error, "token refused");
-                    Verdict::Refused(error)
-                }
-            }
-        }
+async fn verify(shared: &Shared, ctx: &Ctx, token: Option<&Token>) -> Verdict {
+    let (Some(token), Some(verifier)) = (token, &ctx.route.verifier) else {
         // A public route with no audience has nothing to verify against.
-        _ => Verdict::Missing,
+        return Verdict::Missing;
     };
-    request.extensions_mut().insert(verdict);
-    next.run(request).await
-}
-
-fn verdict(request: &Request) -> Verdict {
-    request
-        .extensions()
-        .get::<Verdict>()
-        .cloned()
-        .unwrap_or(Verdict::Missing)
+    let started = Instant::now();
+    let result = verifier.verify(token.as_str(), ctx.now).await;
+    shared.metrics.verify_latency.observe(started.elapsed());
+    match result {
+        Ok(identity) => Verdict::Verified(identity),
+        Err(error) => {
+            tracing::debug!(route = %ctx.route.name, reason = error.code(), %error, "token refused");
+            Verdict::Refused(error)
+        }
+    }
 }
 
 /// 401 for a missing or refused token, 503 when the issuer's keys are unavailable.
-fn refuse_token(request: &Request, verdict: &Verdict) -> Option<Response> {
+fn require_token<'v>(
+    verdict: &'v Verdict,
+    outcome: &mut Outcome,
+) -> Result<&'v Identity, Response> {
     match verdict {
-        Verdict::Verified(_) => None,
-        Verdict::Missing => Some(refuse(
-            request,
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "missing_token",
-        )),
-        Verdict::Refused(e) if e.is_unavailable() => Some(refuse(
-            request,
+        Verdict::Verified(identity) => Ok(identity),
+        Verdict::Missing => {
+            Err(outcome.refuse(StatusCode::UNAUTHORIZED, "invalid_token", "missing_token"))
+        }
+        Verdict::Refused(e) if e.is_unavailable() => Err(outcome.refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
             e.code(),
         )),
-        Verdict::Refused(e) => Some(refuse(
-            request,
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            e.code(),
-        )),
+        Verdict::Refused(e) => {
+            Err(outcome.refuse(StatusCode::UNAUTHORIZED, "invalid_token", e.code()))
+        }
     }
 }
 
-async fn identity_endpoint(request: Request, next: Next) -> Response {
-    let Some(ctx) = ctx(&request) else {
-        return no_ctx();
-    };
-    if !ctx.identity_endpoint {
-        return next.run(request).await;
-    }
-    let verdict = verdict(&request);
-    if let Some(refusal) = refuse_token(&request, &verdict) {
-        return refusal;
-    }
-    let Verdict::Verified(identity) = verdict else {
-        return no_ctx();
+fn identity_endpoint(ctx: &Ctx, verdict: &Verdict, outcome: &mut Outcome) -> Response {
+    let identity = match require_token(verdict, outcome) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal,
     };
     let granted =
         ctx.route
             .config
             .policy
-            .is_granted(RUN_INVOKER, Some(&identity), &ctx.snapshot.groups);
-    endpoints::identity(&identity, &ctx.route, granted)
+            .is_granted(RUN_INVOKER, Some(identity), &ctx.snapshot.groups);
+    endpoints::identity(identity, &ctx.route, granted)
 }
 
-async fn authorize(request: Request, next: Next) -> Response {
-    let Some(ctx) = ctx(&request) else {
-        return no_ctx();
-    };
-    if request.extensions().get::<PreflightPass>().is_some() {
-        return next.run(request).await;
-    }
-    let verdict = verdict(&request);
-    let slot = outcome(&request);
+/// The invoker check. A public route refuses nothing: a token that did not verify earns no
+/// identity headers, and the reason still reaches the log.
+fn authorize(ctx: &Ctx, verdict: &Verdict, outcome: &mut Outcome) -> Result<(), Response> {
     if ctx.route.public {
-        // Public: refuse nothing. A token that did not verify earns no identity headers,
-        // and the reason still reaches the log.
-        if let (Some(slot), Verdict::Refused(e)) = (&slot, &verdict) {
-            slot.lock().reason = Some(e.code());
+        match verdict {
+            Verdict::Refused(e) => outcome.reason = Some(e.code()),
+            Verdict::Verified(id) => outcome.caller = Some(id.clone()),
+            Verdict::Missing => {}
         }
-        if let (Some(slot), Verdict::Verified(id)) = (&slot, &verdict) {
-            slot.lock().email = id.email().map(str::to_owned);
-        }
-        return next.run(request).await;
+        return Ok(());
     }
-    if let Some(refusal) = refuse_token(&request, &verdict) {
-        return refusal;
-    }
-    let Verdict::Verified(identity) = &verdict else {
-        return no_ctx();
-    };
-    if let Some(slot) = &slot {
-        slot.lock().email = identity.email().map(str::to_owned);
-    }
-    if !ctx
+    let identity = require_token(verdict, outcome)?;
+    outcome.caller = Some(identity.clone());
+    if ctx
         .route
         .config
         .policy
         .is_granted(RUN_INVOKER, Some(identity), &ctx.snapshot.groups)
     {
-        return refuse(
-            &request,
-            StatusCode::FORBIDDEN,
-            "permission_denied",
-            "not_invoker",
-        );
+        Ok(())
+    } else {
+        Err(outcome.refuse(StatusCode::FORBIDDEN, "permission_denied", "not_invoker"))
     }
-    next.run(request).await
 }
 
-async fn rate_limit(request: Request, next: Next) -> Response {
-    let Some(ctx) = ctx(&request) else {
-        return no_ctx();
-    };
+fn rate_limit(
+    ctx: &Ctx,
+    conn: ConnInfo,
+    verdict: &Verdict,
+    outcome: &mut Outcome,
+) -> Result<(), Response> {
     let Some(limiter) = &ctx.route.limiter else {
-        return next.run(request).await;
+        return Ok(());
     };
-    let caller = match verdict(&request) {
+    let caller = match verdict {
         Verdict::Verified(id) => match id.email() {
             Some(email) => format!("email:{}", email.to_ascii_lowercase()),
             None => format!("sub:{}:{}", id.issuer(), id.subject()),
         },
-        _ => format!(
-            "ip:{}",
-            request
-                .extensions()
-                .get::<ConnInfo>()
-                .map(|c| c.peer.ip().to_string())
-                .unwrap_or_default()
-        ),
+        _ => format!("ip:{}", conn.peer.ip()),
     };
-    if let Err(retry_after) = limiter.check(&caller, Instant::now()) {
-        let mut response = refuse(
-            &request,
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "rate_limited",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-        return response;
+    match limiter.check(&caller, Instant::now()) {
+        Ok(()) => Ok(()),
+        Err(retry_after) => {
+            let mut response = outcome.refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate_limited",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            Err(response)
+        }
     }
-    next.run(request).await
 }
 
 /// Adds the identity headers for a verified caller, and on a checked route forwards the
-/// token as Cloud Run does (signature removed), or as configured.
-async fn set_identity(
-    State(shared): State<Arc<Shared>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(ctx) = ctx(&request) else {
-        return no_ctx();
-    };
-    let Verdict::Verified(identity) = verdict(&request) else {
-        return next.run(request).await;
-    };
+/// token as Cloud Run does (signature removed), or as configured. Insert, never append:
+/// exactly one value of each, the gateway's.
+fn set_identity(
+    shared: &Shared,
+    ctx: &Ctx,
+    identity: &Identity,
+    token: Option<&Token>,
+    h: &mut http::HeaderMap,
+) {
     let route = &ctx.route;
-    let assertion = shared
+    match shared
         .assertions
-        .assertion(&route.assertion_audience, &identity, ctx.now);
-    let token = request.extensions().get::<Token>().cloned();
-    let h = request.headers_mut();
-    // Insert, never append: exactly one value, the gateway's.
-    if let Some(email) = identity.email() {
-        if let Ok(v) = HeaderValue::from_str(&format!("{}{email}", headers::ACCOUNTS_PREFIX)) {
-            h.insert(headers::EMAIL, v);
-        }
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{}{}",
-        headers::ACCOUNTS_PREFIX,
-        identity.subject()
-    )) {
-        h.insert(headers::USER_ID, v);
-    }
-    match assertion {
-        Ok(assertion) => {
-            if let Ok(v) = HeaderValue::from_str(&assertion) {
-                h.insert(headers::ASSERTION, v);
+        .identity_headers(&route.assertion_audience, identity, ctx.now)
+    {
+        Ok(identity_headers) => {
+            if let Some(email) = identity_headers.email {
+                h.insert(headers::EMAIL, email);
             }
+            h.insert(headers::USER_ID, identity_headers.user_id);
+            h.insert(headers::ASSERTION, identity_headers.assertion);
         }
         Err(error) => tracing::error!(%error, "could not sign the identity assertion"),
     }
-    if !route.public {
-        if let Some(token) = token {
-            match route.config.forward_token {
-                crate::config::ForwardToken::SignatureRemoved => {
-                    if let Some((signed, _)) = token.value.rsplit_once('.') {
-                        if let Ok(v) =
-                            HeaderValue::from_str(&format!("Bearer {signed}.{SIGNATURE_REMOVED}"))
-                        {
-                            h.insert(token.header.clone(), v);
-                        }
-                    }
-                }
-                crate::config::ForwardToken::Keep => {}
-                crate::config::ForwardToken::Strip => {
-                    h.remove(&token.header);
-                }
+    if route.public {
+        return;
+    }
+    let Some(token) = token else {
+        return;
+    };
+    match route.config.forward_token {
+        crate::config::ForwardToken::SignatureRemoved => {
+            if let Some(v) = signature_removed(token.as_str()) {
+                h.insert(token.header.clone(), v);
             }
         }
+        crate::config::ForwardToken::Keep => {}
+        crate::config::ForwardToken::Strip => {
+            h.remove(&token.header);
+        }
     }
-    next.run(request).await
 }
 
-/// The admin listener's service: the gateway's own endpoints (metrics among them), nothing
+/// `Bearer <header>.<payload>.SIGNATURE_REMOVED_BY_GOOGLE`, built in one buffer.
+fn signature_removed(token: &str) -> Option<HeaderValue> {
+    let (signed, _) = token.rsplit_once('.')?;
+    let mut value = BytesMut::with_capacity(8 + signed.len() + SIGNATURE_REMOVED.len());
+    value.put_slice(b"Bearer ");
+    value.put_slice(signed.as_bytes());
+    value.put_u8(b'.');
+    value.put_slice(SIGNATURE_REMOVED.as_bytes());
+    HeaderValue::from_maybe_shared(value.freeze()).ok()
+}
+
+/// The admin listener's answer: the gateway's own endpoints (metrics among them), nothing
 /// proxied.
-pub(crate) fn admin_path(shared: Arc<Shared>) -> RequestPath {
-    BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
-        let shared = shared.clone();
-        async move {
-            let now = shared.clock.now_unix();
-            let response = match request.uri().path().strip_prefix(crate::OWN_PREFIX) {
-                Some("metrics") => endpoints::metrics(&shared),
-                Some(own) => endpoints::answer(&shared, own, now).await,
-                None => error_response(StatusCode::NOT_FOUND, "not_found", "no_such_endpoint"),
-            };
-            Ok::<_, Infallible>(response)
-        }
-    }))
+pub(crate) async fn admin(shared: &Arc<Shared>, request: Request) -> Response {
+    let now = shared.clock.now_unix();
+    match request.uri().path().strip_prefix(crate::OWN_PREFIX) {
+        Some("metrics") => endpoints::metrics(shared),
+        Some(own) => endpoints::answer(shared, own, now).await,
+        None => error_response(StatusCode::NOT_FOUND, "not_found", "no_such_endpoint"),
+    }
 }
 
 #[cfg(test)]
-mod truncation_tests {
-    use super::truncated;
+mod tests {
+    use super::*;
 
     #[test]
     fn truncation_keeps_whole_characters() {
@@ -573,5 +488,15 @@ mod truncation_tests {
         assert_eq!(truncated("/abcdef", 4), "/abc");
         // 'é' is two bytes: a cut inside it backs off to the boundary.
         assert_eq!(truncated("/é", 2), "/");
+    }
+
+    #[test]
+    fn signature_removed_keeps_header_and_payload() {
+        let v = signature_removed("aGVhZA.cGF5bG9hZA.c2ln").unwrap();
+        assert_eq!(
+            v.to_str().unwrap(),
+            format!("Bearer aGVhZA.cGF5bG9hZA.{SIGNATURE_REMOVED}")
+        );
+        assert!(signature_removed("no-dots").is_none());
     }
 }

@@ -20,7 +20,7 @@ use tower::{Layer, Service};
 pub const SERVERLESS_AUTHORIZATION: &str = "x-serverless-authorization";
 
 /// The bearer token of a header value: scheme case-insensitive, exactly one space-free token.
-fn bearer(value: &HeaderValue) -> Option<&str> {
+pub fn bearer_value(value: &HeaderValue) -> Option<&str> {
     let value = value.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
@@ -33,10 +33,10 @@ fn bearer(value: &HeaderValue) -> Option<&str> {
 pub fn bearer_token(headers: &HeaderMap, serverless: bool) -> Option<&str> {
     if serverless {
         if let Some(v) = headers.get(SERVERLESS_AUTHORIZATION) {
-            return bearer(v);
+            return bearer_value(v);
         }
     }
-    headers.get(AUTHORIZATION).and_then(bearer)
+    headers.get(AUTHORIZATION).and_then(bearer_value)
 }
 
 /// Whether requests without a valid token are refused (`Required`) or passed on without an
