@@ -144,6 +144,8 @@ pub fn app(state: IdpState) -> Router {
             "/emulator/v1/accounts",
             get(list_accounts).post(add_account),
         )
+        .route("/emulator/v1/keys", get(list_keys))
+        .route("/emulator/v1/keys:rotate", post(rotate_keys))
         .route("/emulator/v1/accounts/token", post(account_token))
         // The name `gatehouse-client` uses for the same thing.
         .route("/emulator/v1/users/token", post(account_token))
@@ -225,6 +227,49 @@ fn key_document(state: &IdpState, ring: RingName, pem: bool) -> Response {
         h.insert(header::CACHE_CONTROL, v);
     }
     r
+}
+
+/// A ring's keys as `/emulator/v1/keys` shows them: which signs, which are published, and
+/// every key's schedule (never key material).
+fn ring_json(state: &IdpState, ring: RingName, keys: &[crate::keys::KeyTimes]) -> Json {
+    let snapshot = state.snapshot(ring).ok();
+    json!({
+        "ring": ring.as_str(),
+        "signing": snapshot.as_ref().map(|s| s.signer().kid().to_owned()),
+        "published": snapshot.as_ref().map(|s| s.kids()).unwrap_or_default(),
+        "keys": keys.iter().map(|k| json!({
+            "kid": k.kid, "generation": k.generation,
+            "createdAt": k.created_at, "signsFrom": k.signs_from,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn keys_response(state: &IdpState, rings: &[(RingName, Vec<crate::keys::KeyTimes>)]) -> Response {
+    let schedule = state.ring(RingName::Google).schedule();
+    no_store(json_response(
+        StatusCode::OK,
+        &json!({
+            "now": state.now(),
+            "maxAge": schedule.max_age,
+            "reloadInterval": schedule.reload_interval(),
+            "rings": rings.iter().map(|(r, k)| ring_json(state, *r, k)).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+/// The emulator's keys as this replica has loaded them.
+async fn list_keys(State(state): State<IdpState>) -> Response {
+    let rings = [RingName::Google, RingName::SecureToken].map(|r| (r, state.ring(r).key_times()));
+    keys_response(&state, &rings)
+}
+
+/// Rotates both rings now: the successor is published at once and signs one key max-age
+/// (plus two reload intervals) later, on every replica of the database.
+async fn rotate_keys(State(state): State<IdpState>) -> Response {
+    match state.rotate().await {
+        Ok(rings) => keys_response(&state, &rings),
+        Err(e) => internal_error(&e),
+    }
 }
 
 async fn google_jwks(State(state): State<IdpState>) -> Response {

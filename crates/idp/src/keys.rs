@@ -93,23 +93,53 @@ impl Schedule {
         }
     }
 
+    /// Seconds between reloads of the keys on every replica: short enough that a key one
+    /// replica creates is published by all well within its max-age; at most every half
+    /// [`MAINTENANCE_MARGIN`], which [`Schedule::due`] keeps in hand.
+    pub fn reload_interval(&self) -> i64 {
+        (self.max_age / 10).clamp(1, MAINTENANCE_MARGIN / 2)
+    }
+
+    /// How long before it signs a new key must exist: every replica reloads it within two
+    /// reload intervals, and every key document cached before that expires within
+    /// `max_age`.
+    pub fn lead(&self) -> i64 {
+        self.max_age + 2 * self.reload_interval()
+    }
+
+    /// The key an explicit rotation asked for at `now` creates: `(generation, signs_from)`,
+    /// or `None` while a successor is already waiting to sign (asking twice rotates once).
+    ///
+    /// It signs [`Schedule::lead`] from now: publication before use, as for a scheduled
+    /// rotation.
+    pub fn forced(&self, keys: &[KeyTimes], now: i64) -> Option<(i64, i64)> {
+        match keys.iter().max_by_key(|k| k.generation) {
+            None => Some((0, now)),
+            Some(newest) if newest.signs_from > now => None,
+            Some(newest) => Some((newest.generation + 1, now + self.lead())),
+        }
+    }
+
     /// The key to create at `now`, if one is due: `(generation, signs_from)`.
     ///
     /// The first key signs at once (no document has been cached yet). Afterwards the next
     /// key is created `max_age` (+ a minute of margin for the maintenance interval) before
-    /// the current one's rotation is due, and never signs before `now + max_age`.
+    /// the current one's rotation is due, and never signs before `now +` [`Schedule::lead`].
     pub fn due(&self, keys: &[KeyTimes], now: i64) -> Option<(i64, i64)> {
         let Some(newest) = keys.iter().max_by_key(|k| k.generation) else {
             return Some((0, now));
         };
         let rotate_at = newest.signs_from + self.rotation;
         if now + self.max_age + MAINTENANCE_MARGIN >= rotate_at && newest.signs_from <= now {
-            Some((newest.generation + 1, rotate_at.max(now + self.max_age)))
+            Some((newest.generation + 1, rotate_at.max(now + self.lead())))
         } else {
             None
         }
     }
 }
+
+/// [`Schedule::due`] or [`Schedule::forced`]: the key to create at a time, if any.
+type KeyDue = fn(&Schedule, &[KeyTimes], i64) -> Option<(i64, i64)>;
 
 /// How often [`KeyRing::maintain`] should run, at most; also the margin the schedule keeps.
 pub const MAINTENANCE_MARGIN: i64 = 60;
@@ -174,6 +204,9 @@ pub struct KeyRing {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     /// Keys loaded from the store, by generation.
     loaded: RwLock<Vec<(KeyTimes, Arc<SigningKey>, String)>>,
+    /// Serializes maintenance and explicit rotations, so a slower run cannot install a
+    /// snapshot older than a faster one's.
+    busy: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -224,6 +257,7 @@ impl KeyRing {
             store,
             snapshot: RwLock::new(None),
             loaded: RwLock::new(Vec::new()),
+            busy: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -243,13 +277,31 @@ impl KeyRing {
     /// Creates a key if one is due, reloads keys from the store, and rebuilds the snapshot
     /// for `now`. Run at start and then at least every [`MAINTENANCE_MARGIN`] seconds.
     pub async fn maintain(&self, now: i64) -> Result<(), IdpError> {
+        self.create_if(now, Schedule::due).await?;
+        Ok(())
+    }
+
+    /// Rotates now: creates a successor that signs from [`Schedule::forced`]'s time (unless
+    /// one is already waiting) and answers the ring's keys. Replicas agree through the
+    /// store: whichever inserts the generation first wins, the others load that key.
+    pub async fn rotate(&self, now: i64) -> Result<Vec<KeyTimes>, IdpError> {
+        self.create_if(now, Schedule::forced).await
+    }
+
+    /// The loaded keys' times, oldest first.
+    pub fn key_times(&self) -> Vec<KeyTimes> {
+        self.loaded.read().iter().map(|k| k.0.clone()).collect()
+    }
+
+    async fn create_if(&self, now: i64, wanted: KeyDue) -> Result<Vec<KeyTimes>, IdpError> {
+        let _busy = self.busy.lock().await;
         self.reload().await?;
-        let times: Vec<KeyTimes> = self.loaded.read().iter().map(|k| k.0.clone()).collect();
-        if let Some((generation, signs_from)) = self.schedule.due(&times, now) {
+        if let Some((generation, signs_from)) = wanted(&self.schedule, &self.key_times(), now) {
             self.create(generation, signs_from, now).await?;
             self.reload().await?;
         }
-        self.rebuild(now)
+        self.rebuild(now)?;
+        Ok(self.key_times())
     }
 
     async fn create(&self, generation: i64, signs_from: i64, now: i64) -> Result<(), IdpError> {
@@ -407,9 +459,10 @@ mod tests {
         let (g, from) = S.due(std::slice::from_ref(&k0), t).unwrap();
         assert_eq!((g, from), (1, 86_400));
         assert!(from - t >= S.max_age);
-        // Late maintenance (process was down): the new key still waits max_age.
+        // Late maintenance (process was down): the new key still waits max_age, and the
+        // time other replicas take to load it.
         let (_, from) = S.due(std::slice::from_ref(&k0), 200_000).unwrap();
-        assert_eq!(from, 200_000 + 3600);
+        assert_eq!(from, 200_000 + 3600 + 2 * 30);
         // The old key keeps signing meanwhile.
         let k1 = key(1, 200_000, 203_600);
         let keys = [k0.clone(), k1.clone()];
@@ -418,6 +471,43 @@ mod tests {
         assert_eq!(S.signer(&keys, 203_600).unwrap().kid, "k1");
         // Nothing more is due while the newest key has not started.
         assert_eq!(S.due(&keys, 203_000), None);
+    }
+
+    #[test]
+    fn a_forced_rotation_signs_after_the_lead_and_only_once() {
+        let short = Schedule {
+            max_age: 30,
+            rotation: 600,
+            token_lifetime: 3600,
+        };
+        assert_eq!(short.reload_interval(), 3);
+        assert_eq!(S.reload_interval(), MAINTENANCE_MARGIN / 2);
+        assert_eq!(
+            Schedule {
+                max_age: 1,
+                ..short
+            }
+            .reload_interval(),
+            1
+        );
+        let k0 = key(0, 0, 0);
+        let (g, from) = short.forced(std::slice::from_ref(&k0), 100).unwrap();
+        assert_eq!((g, from), (1, 100 + 30 + 2 * 3));
+        // Asked again (here or on another replica) while the successor waits: nothing new.
+        let keys = [k0, key(g, 100, from)];
+        assert_eq!(short.forced(&keys, 101), None);
+        assert_eq!(short.forced(&keys, from - 1), None);
+        assert_eq!(short.signer(&keys, from - 1).unwrap().kid, "k0");
+        assert!(short.published(&keys, &keys[1], 100));
+        // Once it signs, the next request rotates again.
+        assert_eq!(short.forced(&keys, from), Some((2, from + short.lead())));
+        // The scheduled rotation counts from the forced key.
+        assert_eq!(short.due(&keys, from + 1), None);
+        assert!(
+            short
+                .due(&keys, from + 600 - 30 - MAINTENANCE_MARGIN)
+                .is_some()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::accounts::{self, NewAccount};
 use crate::config::IdpConfig;
 use crate::db;
 use crate::error::IdpError;
-use crate::keys::{KeyRing, MAINTENANCE_MARGIN, RingName, Schedule, Snapshot};
+use crate::keys::{KeyRing, KeyTimes, RingName, Schedule, Snapshot};
 use crate::oauth;
 use crate::service_accounts;
 use gatehouse_store::Store;
@@ -209,13 +209,24 @@ impl IdpState {
         Ok(())
     }
 
-    /// Runs [`IdpState::maintain`] every half margin until the task is dropped or aborted.
+    /// Rotates both rings now (unless a successor already waits), as every replica sees
+    /// through the store; answers each ring's keys.
+    pub async fn rotate(&self) -> Result<[(RingName, Vec<KeyTimes>); 2], IdpError> {
+        let now = self.now();
+        Ok([
+            (RingName::Google, self.0.google.rotate(now).await?),
+            (RingName::SecureToken, self.0.securetoken.rotate(now).await?),
+        ])
+    }
+
+    /// Runs [`IdpState::maintain`] every reload interval ([`Schedule::reload_interval`]:
+    /// a tenth of the key max-age, between 1 and 30 s) until the task is dropped or
+    /// aborted.
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let state = self.clone();
+        let every = self.0.google.schedule().reload_interval().max(1) as u64;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(
-                (MAINTENANCE_MARGIN / 2) as u64,
-            ));
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
             tick.tick().await;
             loop {
                 tick.tick().await;
