@@ -6,6 +6,7 @@
 mod attacks;
 mod decisions;
 mod endpoints;
+mod faults;
 mod hygiene;
 mod lifecycle;
 mod proxying;

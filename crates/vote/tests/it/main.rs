@@ -4,6 +4,7 @@
 // Test helpers outside #[test] functions panic on purpose: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod faults;
 mod postgres;
 mod process;
 mod routes;
