@@ -255,7 +255,10 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
 }
 
 fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), KeyError> {
-    let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+    // An empty (or all-zero) modulus has no bits; `n` has no leading zero byte otherwise.
+    let bits = n
+        .first()
+        .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
     if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
         return Err(KeyError::WeakRsaKey("modulus must be 2048 to 8192 bits"));
     }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod claims;
+mod fuzz;
 mod header;
 mod jwks_cache;
 mod layer;

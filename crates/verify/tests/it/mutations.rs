@@ -69,7 +69,7 @@ fn assert_refused(original: &str, mutated: &str) -> Result<(), TestCaseError> {
 }
 
 #[derive(Debug, Clone)]
-enum Edit {
+pub(crate) enum Edit {
     FlipBit { at: usize, bit: u8 },
     Insert { at: usize, byte: u8 },
     Delete { at: usize, len: usize },
@@ -82,7 +82,7 @@ enum Edit {
 /// whitespace, quotes, percent-encoding.
 const TRICKY: &[u8] = b".+/=-_ \t\n\r%\"\\{}:,0Aa~";
 
-fn edit() -> impl Strategy<Value = Edit> {
+pub(crate) fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         (any::<usize>(), 0u8..7).prop_map(|(at, bit)| Edit::FlipBit { at, bit }),
         (any::<usize>(), 0x20u8..0x7f).prop_map(|(at, byte)| Edit::Insert { at, byte }),
@@ -96,7 +96,7 @@ fn edit() -> impl Strategy<Value = Edit> {
     ]
 }
 
-fn apply(token: &str, edit: &Edit) -> String {
+pub(crate) fn apply(token: &str, edit: &Edit) -> String {
     let mut bytes = token.as_bytes().to_vec();
     let n = bytes.len();
     match *edit {
@@ -211,7 +211,7 @@ proptest! {
 }
 
 /// JSON values biased toward the members a header or claims set has.
-fn json_value() -> impl Strategy<Value = serde_json::Value> {
+pub(crate) fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(json!(null)),
         any::<bool>().prop_map(|b| json!(b)),

@@ -290,3 +290,21 @@ pub fn url_verifier(url: &str, config: CacheConfig, token_cache: usize) -> Verif
         .build()
         .unwrap()
 }
+
+/// A self-signed X.509 certificate carrying `key`, as Google's PEM certificate maps do.
+pub fn self_signed_pem(key: &SigningKey) -> String {
+    let der = key.to_pkcs8_der().unwrap();
+    let alg = match key.algorithm() {
+        gatehouse_verify::Algorithm::RS256 => &rcgen::PKCS_RSA_SHA256,
+        _ => &rcgen::PKCS_ECDSA_P256_SHA256,
+    };
+    let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), alg).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["securetoken.system.gserviceaccount.com".into()])
+            .unwrap();
+    // Google's certificates expire a day or two after publication; validity is not
+    // what trust rests on, so an expired one still carries its key.
+    params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    params.self_signed(&pair).unwrap().pem()
+}
