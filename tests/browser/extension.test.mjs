@@ -25,6 +25,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { logChild } from './logs.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const EXTENSION_DIR = resolve(here, '../../extension');
@@ -533,6 +534,7 @@ async function portIsFree(port) {
 /** Starts `gatehouse ARGS...`; stops it (SIGTERM, then SIGKILL) after the test. */
 function startGatehouse(args) {
   const child = spawn(GATEHOUSE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  logChild(child, `browser-${args[0]}`);
   const output = [];
   child.stdout.on('data', (d) => output.push(d));
   child.stderr.on('data', (d) => output.push(d));

@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { logChild } from './logs.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const CHROMIUM = process.env.GATEHOUSE_CHROMIUM || '/usr/bin/chromium';
@@ -43,6 +44,7 @@ function startUp(args) {
 
 function startGatehouse(args) {
   const child = spawn(GATEHOUSE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  logChild(child, `browser-${args[0]}`);
   const output = [];
   child.stdout.on('data', (d) => output.push(d));
   child.stderr.on('data', (d) => output.push(d));

@@ -1,6 +1,7 @@
 """Shared fixtures for the interop suites: the gatehouse binary, free ports, a tiny static
-HTTP server for key documents."""
+HTTP server for key documents, log files for the processes the tests start."""
 import http.server
+import itertools
 import json
 import os
 import socket
@@ -68,3 +69,28 @@ def documents():
 
 def run(args, **kw):
     return subprocess.run(args, capture_output=True, text=True, timeout=60, **kw)
+
+
+_log_numbers = itertools.count()
+
+
+class LogFile:
+    """Where a started process writes its output: GATEHOUSE_TEST_LOGS (scripts/test sets it,
+    default target/test-logs), kept after the run for the secrets check of every log. Pass
+    it as Popen's stdout/stderr; read() gives the tail for a failure message."""
+
+    def __init__(self, name):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(root, "target")
+        directory = os.environ.get("GATEHOUSE_TEST_LOGS") or os.path.join(target, "test-logs")
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, f"{name}-{os.getpid()}-{next(_log_numbers)}.log")
+        # Append mode: the child's writes land at the end whatever this side does.
+        self._file = open(self.path, "ab")
+
+    def fileno(self):
+        return self._file.fileno()
+
+    def read(self, limit=4000):
+        with open(self.path, "rb") as f:
+            return f.read().decode("utf-8", "replace")[-limit:]

@@ -6,6 +6,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { logChild } from '../browser/logs.mjs';
 
 export async function freePort() {
   return new Promise((resolve, reject) => {
@@ -26,6 +27,7 @@ export async function startIdp(extraArgs = []) {
   const proc = spawn(bin, ['idp', '--listen', `127.0.0.1:${port}`, '--data', data, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  logChild(proc, 'node-idp');
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
   const lines = createInterface({ input: proc.stdout });

@@ -18,7 +18,7 @@ import google.auth.transport.requests
 import pytest
 from google.oauth2 import id_token, service_account
 
-from conftest import free_port
+from conftest import LogFile, free_port
 
 CALLER = "caller@demo-project.iam.gserviceaccount.com"
 AUDIENCE = "https://receiver.example"
@@ -37,13 +37,14 @@ class Emulator:
         self.base = f"http://127.0.0.1:{self.port}"
         self.metadata = f"127.0.0.1:{self.metadata_port}"
         self.data = tempfile.TemporaryDirectory()
+        self.log = LogFile("interop-idp")
         self.proc = subprocess.Popen(
             [
                 binary, "idp", "--listen", f"127.0.0.1:{self.port}", "--data", self.data.name,
                 "--metadata", f"{self.metadata}={CALLER}",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=self.log,
+            stderr=self.log,
         )
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -61,7 +62,7 @@ class Emulator:
                     break
                 time.sleep(0.1)
         self.stop()
-        pytest.fail("gatehouse idp did not start: " + self.proc.stderr.read().decode()[-2000:])
+        pytest.fail("gatehouse idp did not start: " + self.log.read(2000))
 
     def stop(self):
         self.proc.terminate()

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2 import id_token
 from jwt.algorithms import RSAAlgorithm
 
-from conftest import free_port
+from conftest import LogFile, free_port
 
 ISSUER = "https://issuer.interop.test"
 AUDIENCE = "https://svc-abc123-uc.a.run.app"
@@ -86,14 +86,15 @@ class Proxy:
     def __init__(self, gatehouse_bin, args):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.log = LogFile("interop-proxy")
         self.proc = subprocess.Popen(
             [gatehouse_bin, "proxy", "--listen", f"127.0.0.1:{self.port}", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=self.log, stderr=self.log,
         )
         deadline = time.time() + 20
         while True:
             if self.proc.poll() is not None:
-                raise AssertionError(f"gatehouse proxy exited: {self.proc.stderr.read()}")
+                raise AssertionError(f"gatehouse proxy exited: {self.log.read()}")
             try:
                 if requests.get(self.base + "/_gatehouse/healthz", timeout=1).status_code == 200:
                     break

@@ -21,7 +21,7 @@ import google.auth.transport.requests
 import pytest
 from google.oauth2 import id_token
 
-from conftest import free_port
+from conftest import LogFile, free_port
 
 WORKER = "worker@demo-project.iam.gserviceaccount.com"
 KEYED = "keyed@demo-project.iam.gserviceaccount.com"
@@ -36,19 +36,20 @@ class Idp:
         self.base = f"http://127.0.0.1:{self.port}"
         self.metadata_host = f"127.0.0.1:{self.metadata_port}"
         self.data = tempfile.TemporaryDirectory()
+        self.log = LogFile("interop-idp")
         self.proc = subprocess.Popen(
             [
                 binary, "idp", "--listen", f"127.0.0.1:{self.port}", "--data", self.data.name,
                 "--metadata", f"{self.metadata_host}={WORKER}",
             ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
             text=True,
         )
         line = self.proc.stdout.readline()
         if "listening" not in line:
             self.proc.kill()
-            raise RuntimeError(f"gatehouse idp did not start: {line} {self.proc.stderr.read()}")
+            raise RuntimeError(f"gatehouse idp did not start: {line} {self.log.read()}")
         deadline = time.time() + 10
         while True:
             try:

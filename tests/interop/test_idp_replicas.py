@@ -20,7 +20,7 @@ import google.auth.transport.requests
 import pytest
 from google.oauth2 import id_token
 
-from conftest import free_port
+from conftest import LogFile, free_port
 
 SA = "replica@demo-project.iam.gserviceaccount.com"
 
@@ -53,14 +53,15 @@ def database():
 
 def start(binary, database_url):
     port = free_port()
+    log = LogFile("interop-idp-replica")
     proc = subprocess.Popen(
         [binary, "idp", "--listen", f"127.0.0.1:{port}", "--database", database_url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=log, text=True,
     )
     line = proc.stdout.readline()
     if "listening" not in line:
         proc.kill()
-        raise RuntimeError(f"gatehouse idp did not start: {line} {proc.stderr.read()}")
+        raise RuntimeError(f"gatehouse idp did not start: {line} {log.read()}")
     return proc, f"http://127.0.0.1:{port}"
 
 

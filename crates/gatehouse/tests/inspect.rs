@@ -3,6 +3,11 @@
 //! `gatehouse decode` and `gatehouse verify` as a user runs them: the real binary against a
 //! real key server.
 
+// The testkit's log helper, compiled in (this crate does not depend on the testkit).
+#[path = "../../testkit/src/logs.rs"]
+#[allow(dead_code)]
+mod logs;
+
 use gatehouse_verify::SigningKey;
 use serde_json::json;
 use std::process::Command;
@@ -43,6 +48,10 @@ fn gatehouse(args: &[&str]) -> (i32, String, String) {
         .args(args)
         .output()
         .unwrap();
+    // Stdout is the command's answer (claims, by design); stderr is its log, kept for the
+    // secrets check of every log.
+    let (_, mut log) = logs::log_file("gatehouse-cli");
+    std::io::Write::write_all(&mut log, &out.stderr).unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

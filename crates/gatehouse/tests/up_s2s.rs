@@ -5,6 +5,11 @@
 //! `/api` route with `gatehouse-client`, as the admitted service account (the receiver
 //! answers 200) and as the other one (the gateway's 403 is passed on, the demo answers 200).
 
+// The testkit's log helper, compiled in (this crate does not depend on the testkit).
+#[path = "../../testkit/src/logs.rs"]
+#[allow(dead_code)]
+mod logs;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,7 +40,6 @@ impl Drop for Up {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data);
-        let _ = std::fs::remove_file(self.data.with_extension("stderr.log"));
     }
 }
 
@@ -48,7 +52,8 @@ async fn the_caller_service_is_admitted_and_the_other_account_refused() {
     let data = std::env::temp_dir().join(format!("gh-up-s2s-{}-{nanos}", std::process::id()));
     let [gateway, idp, caller_md, other_md, caller] = [(); 5].map(|()| free_port());
     let addr = |port: u16| format!("127.0.0.1:{port}");
-    let log = data.with_extension("stderr.log");
+    // Kept under target/test-logs for the secrets check of every log.
+    let (log, stderr) = logs::log_stdio("gatehouse-up-s2s");
     let mut up = Up {
         child: Command::new(binary())
             .arg("up")
@@ -60,7 +65,7 @@ async fn the_caller_service_is_admitted_and_the_other_account_refused() {
             .args(["--caller-listen", &addr(caller)])
             .env_remove("DATABASE_URL")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(stderr)
             .spawn()
             .unwrap(),
         data,

@@ -4,6 +4,11 @@
 //! server named by `GATEHOUSE_TEST_POSTGRES` and dropped when the guard goes out of scope.
 //! Without that variable the test is skipped with a note, unless `GATEHOUSE_TEST_REQUIRE`
 //! lists `postgres`, in which case it fails.
+//!
+//! [`logs`] says where processes a test starts write their output, so that the `secrets`
+//! suite can read every log a run wrote.
+
+pub mod logs;
 
 use sqlx::Connection as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,7 +10,7 @@ use gatehouse_store::Store;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -103,7 +103,7 @@ impl VoteProcess {
         env: &[(&str, String)],
     ) -> VoteProcess {
         let port = free_port();
-        let log = data.join(format!("vote-{port}.log"));
+        let (log, stdout, stderr) = gatehouse_testkit::logs::log_both("gatehouse-vote");
         let mut cmd = Command::new(binary());
         cmd.arg("vote")
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -114,8 +114,8 @@ impl VoteProcess {
             .env("GATEHOUSE_LOG_FORMAT", "json")
             .env("RUST_LOG", "debug")
             .current_dir(data)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .stdout(stdout)
+            .stderr(stderr);
         for name in [
             "DB_USER",
             "DB_PASSWORD",
@@ -451,7 +451,17 @@ async fn database_flag_puts_votes_in_postgres() {
     };
     let jwks = key_server().await;
     let data = temp_dir("flag");
-    let p = VoteProcess::start(&jwks, &data, &["--database", &db.url], &[]).await;
+    // A password in the URL (ignored under trust auth) that no log may show.
+    let url = db.url.replacen(
+        "://postgres@",
+        &format!(
+            "://postgres:{}@",
+            gatehouse_testkit::logs::PLANTED_DB_PASSWORD
+        ),
+        1,
+    );
+    assert_ne!(url, db.url, "the test server URL has an unexpected form");
+    let p = VoteProcess::start(&jwks, &data, &["--database", &url], &[]).await;
     let (status, body) = p
         .vote(&reqwest::Client::new(), "flag-user", "DOGS")
         .await
@@ -475,7 +485,7 @@ async fn cloud_sql_secret_over_tcp() {
         return;
     };
     let (name, host, port) = db_parts(&db.url);
-    let password = "s3cret-Password-never-logged";
+    let password = gatehouse_testkit::logs::PLANTED_DB_PASSWORD;
     let secret = json!({
         "DB_USER": "postgres",
         "DB_PASSWORD": password,
@@ -552,7 +562,8 @@ async fn cloud_sql_secret_over_unix_socket() {
         "CLOUD_SQL_CONNECTION_NAME": instance,
         "DB_NAME": name,
         "DB_USER": "postgres",
-        "DB_PASSWORD": "unused-with-trust-auth",
+        // Ignored under trust auth; planted for the secrets check of every log.
+        "DB_PASSWORD": gatehouse_testkit::logs::PLANTED_DB_PASSWORD,
     })
     .to_string();
     let jwks = key_server().await;
@@ -573,7 +584,10 @@ async fn cloud_sql_secret_over_unix_socket() {
         .unwrap();
     assert_eq!(status, 200, "{body}");
     let logs = p.terminate();
-    assert!(!logs.contains("unused-with-trust-auth"), "{logs}");
+    assert!(
+        !logs.contains(gatehouse_testkit::logs::PLANTED_DB_PASSWORD),
+        "the password reached the log:\n{logs}"
+    );
     assert_eq!(
         rows_in(&db.url).await,
         [("DOGS".to_owned(), "unix-user".to_owned())]

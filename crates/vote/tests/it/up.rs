@@ -3,7 +3,7 @@
 //! the same data keeps the votes. (The browser flow: tests/browser/vote.test.mjs.)
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn binary() -> PathBuf {
@@ -34,7 +34,9 @@ impl Up {
     }
 
     async fn start_with(data: &Path, ports: [u16; 4], extra: &[&str]) -> Up {
-        let out = data.with_extension(format!("up-{}.log", ports[0]));
+        // The banner (stdout) and the logs (stderr), both kept for the secrets check.
+        let (out, stdout) = gatehouse_testkit::logs::log_stdio("gatehouse-up-stdout");
+        let (_, stderr) = gatehouse_testkit::logs::log_stdio("gatehouse-up");
         let child = Command::new(binary())
             .arg("up")
             .args(extra)
@@ -46,8 +48,8 @@ impl Up {
             // The caller service's default (8082) may be taken: tests run side by side.
             .args(["--caller-listen", &format!("127.0.0.1:{}", free_port())])
             .env_remove("DATABASE_URL")
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let up = Up {
