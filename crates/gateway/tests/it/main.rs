@@ -6,6 +6,7 @@
 mod attacks;
 mod decisions;
 mod endpoints;
+mod fuzz;
 mod faults;
 mod hygiene;
 mod lifecycle;
