@@ -62,6 +62,7 @@ def start(binary, database_url):
     if "listening" not in line:
         proc.kill()
         raise RuntimeError(f"gatehouse idp did not start: {line} {log.read()}")
+    proc.log = log
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -114,4 +115,4 @@ def test_two_processes_share_keys_users_and_service_accounts(gatehouse_bin, data
         for p in (a, b):
             p.terminate()
             p.wait(timeout=10)
-            sys.stderr.write(p.stderr.read())
+            sys.stderr.write(p.log.read())
