@@ -6,8 +6,8 @@
 mod attacks;
 mod decisions;
 mod endpoints;
-mod fuzz;
 mod faults;
+mod fuzz;
 mod hygiene;
 mod lifecycle;
 mod proxying;
