@@ -12,7 +12,7 @@ use gatehouse_store::Store;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -118,8 +118,8 @@ impl App {
             .local_addr()
             .unwrap()
             .port();
-        let log =
-            std::env::temp_dir().join(format!("gh-vote-faults-{}-{port}.log", std::process::id()));
+        // Kept after the run: scripts/test's secrets suite reads every log a test wrote.
+        let (log, stdout, stderr) = gatehouse_testkit::logs::log_both("gatehouse-vote-faults");
         let mut command = Command::new(binary());
         command
             .arg("vote")
@@ -127,8 +127,9 @@ impl App {
             .args(["--jwks", &format!("http://{certs_addr}/certs")])
             .args(["--client-id", CLIENT_ID, "--database", database])
             .env("GATEHOUSE_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .env("RUST_LOG", "debug")
+            .stdout(stdout)
+            .stderr(stderr);
         for name in [
             "DATABASE_URL",
             "CLOUD_SQL_CREDENTIALS_SECRET",
@@ -181,7 +182,6 @@ impl Drop for App {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -259,6 +259,9 @@ async fn database_outage_under_load_is_503_and_loses_no_acknowledged_vote() {
         .unwrap_or_else(|_| panic!("the forwarder needs an IP address in {}", db.url));
     let mut forwarder = Forwarder::start(target).await;
     url.set_port(Some(forwarder.addr.port())).unwrap();
+    // Trust auth ignores it; the logs of a failing database must not show it.
+    url.set_password(Some(gatehouse_testkit::logs::PLANTED_DB_PASSWORD))
+        .unwrap();
     let mut app = App::start(url.as_str()).await;
 
     let phase = Arc::new(AtomicU8::new(BEFORE));
@@ -370,6 +373,15 @@ async fn database_outage_under_load_is_503_and_loses_no_acknowledged_vote() {
         .collect();
     let lost: Vec<&String> = acked.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    let logs = app.logs();
+    assert!(
+        logs.contains("database unavailable"),
+        "the outage is not in the log:\n{logs}"
+    );
+    assert!(
+        !logs.contains(gatehouse_testkit::logs::PLANTED_DB_PASSWORD),
+        "the database password reached the log"
+    );
     progress.close().await;
     drop(app);
     forwarder.cut().await;
