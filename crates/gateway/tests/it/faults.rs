@@ -354,15 +354,23 @@ async fn closed_by_peer(stream: &mut TcpStream) -> Vec<u8> {
     seen
 }
 
+/// Connections the slow-loris clients opened, and how many of them the gateway closed.
+#[derive(Default)]
+struct Tally {
+    opened: AtomicUsize,
+    closed: AtomicUsize,
+}
+
 /// One slow-loris client: opens a connection and sends a request head a byte at a time,
 /// forever; whenever the gateway closes it, counts that and opens another.
-async fn slowloris(addr: SocketAddr, stop: Arc<AtomicBool>, closed: Arc<AtomicUsize>) {
+async fn slowloris(addr: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     const HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nX-Padding: ";
     while !stop.load(Ordering::SeqCst) {
         let Ok(stream) = TcpStream::connect(addr).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        tally.opened.fetch_add(1, Ordering::SeqCst);
         let (mut read, mut write) = stream.into_split();
         let mut sent = 0usize;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -376,13 +384,13 @@ async fn slowloris(addr: SocketAddr, stop: Arc<AtomicBool>, closed: Arc<AtomicUs
                     let byte = HEAD.get(sent).copied().unwrap_or(b'a');
                     sent += 1;
                     if write.write_all(&[byte]).await.is_err() {
-                        closed.fetch_add(1, Ordering::SeqCst);
+                        tally.closed.fetch_add(1, Ordering::SeqCst);
                         break;
                     }
                 }
                 r = read.read(&mut buf) => {
                     if matches!(r, Ok(0) | Err(_)) {
-                        closed.fetch_add(1, Ordering::SeqCst);
+                        tally.closed.fetch_add(1, Ordering::SeqCst);
                         break;
                     }
                 }
@@ -421,13 +429,18 @@ async fn slowloris_clients_cannot_exhaust_the_connection_limit() {
     ))
     .await;
     let stop = Arc::new(AtomicBool::new(false));
-    let closed = Arc::new(AtomicUsize::new(0));
+    let tally = Arc::new(Tally::default());
     let mut attackers = JoinSet::new();
     for _ in 0..ATTACKERS {
-        attackers.spawn(slowloris(gw.addr, stop.clone(), closed.clone()));
+        attackers.spawn(slowloris(gw.addr, stop.clone(), tally.clone()));
     }
-    // Let them take every slot and fill the backlog ahead of the legitimate client.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every attacker connected: they hold every slot and queue (the accept backlog is
+    // first in, first out) ahead of the legitimate client.
+    let deadline = Instant::now() + HANG;
+    while tally.opened.load(Ordering::SeqCst) < ATTACKERS {
+        assert!(Instant::now() < deadline, "the attackers could not connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let started = Instant::now();
     let served = tokio::time::timeout(
@@ -441,12 +454,12 @@ async fn slowloris_clients_cannot_exhaust_the_connection_limit() {
     eprintln!(
         "legitimate request served after {:?} behind {ATTACKERS} slow-loris clients (limit {LIMIT}, header_read 1 s); {} slow connections closed so far",
         started.elapsed(),
-        closed.load(Ordering::SeqCst)
+        tally.closed.load(Ordering::SeqCst)
     );
     // Not one of the dribbling clients ever completed a head, yet their connections end:
     // the header-read deadline is not extended by each byte.
     assert!(
-        closed.load(Ordering::SeqCst) >= LIMIT,
+        tally.closed.load(Ordering::SeqCst) >= LIMIT,
         "slow heads were not cut off"
     );
 
