@@ -153,6 +153,10 @@ pub struct RouteConfig {
     pub assertion_audience: String,
     /// Entries of the verified-token cache (0 disables it).
     pub token_cache: usize,
+    /// At most this many requests in flight to the upstream at once (Cloud Run's
+    /// per-instance `concurrency`); more wait their turn, up to the upstream timeout.
+    /// `None`: no bound.
+    pub concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,6 +342,7 @@ struct RawRoute {
     rate_limit: Option<RateLimit>,
     assertion_audience: Option<String>,
     verified_token_cache: Option<usize>,
+    concurrency: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -558,6 +563,7 @@ impl Config {
             cors: Cors::default(),
             rate_limit: None,
             token_cache: gatehouse_verify::verifier::DEFAULT_TOKEN_CACHE_ENTRIES,
+            concurrency: None,
         };
         Ok(Config {
             listen,
@@ -811,6 +817,16 @@ fn compile_route(
             ));
         }
     }
+    if let Some(c) = raw.concurrency {
+        if !(1..=MAX_CONCURRENCY).contains(&c) {
+            return Err(at.error(
+                None,
+                format!(
+                    "route {name:?}: concurrency must be 1 to {MAX_CONCURRENCY}, as on Cloud Run"
+                ),
+            ));
+        }
+    }
     let assertion_audience = raw
         .assertion_audience
         .or_else(|| audiences.first().cloned())
@@ -833,8 +849,12 @@ fn compile_route(
             .verified_token_cache
             .unwrap_or(gatehouse_verify::verifier::DEFAULT_TOKEN_CACHE_ENTRIES)
             .min(1 << 20),
+        concurrency: raw.concurrency,
     })
 }
+
+/// Cloud Run's largest per-instance concurrency.
+const MAX_CONCURRENCY: usize = 1000;
 
 fn check_route_uniqueness(routes: &[RouteConfig]) -> Result<(), String> {
     for (i, a) in routes.iter().enumerate() {

@@ -12,7 +12,7 @@ use axum::response::Response;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{StatusCode, Version};
-use http_body_util::Limited;
+use http_body_util::{BodyExt as _, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -141,7 +141,28 @@ pub(crate) async fn forward(
     };
 
     let started = Instant::now();
-    let result = tokio::time::timeout(shared.timeouts.upstream, client.request(outgoing)).await;
+    // Waiting for a permit counts against the upstream timeout, as a queued request does on
+    // Cloud Run.
+    let permit = match &route.concurrency {
+        None => None,
+        Some(permits) => {
+            match tokio::time::timeout(shared.timeouts.upstream, permits.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(permit)) => Some(permit),
+                Ok(Err(_)) | Err(_) => {
+                    outcome.reason = Some("upstream_busy");
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "upstream_busy",
+                    );
+                }
+            }
+        }
+    };
+    let remaining = shared.timeouts.upstream.saturating_sub(started.elapsed());
+    let result = tokio::time::timeout(remaining, client.request(outgoing)).await;
     shared.metrics.upstream_latency.observe(started.elapsed());
     let mut response = match result {
         Ok(Ok(response)) => response,
@@ -177,6 +198,8 @@ pub(crate) async fn forward(
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             let route_name = route.name.clone();
             tokio::spawn(async move {
+                // A tunnel is one request in flight for as long as it is open.
+                let _permit = permit;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client_io, upstream_io)) => {
                         let mut client_io = TokioIo::new(client_io);
@@ -198,7 +221,16 @@ pub(crate) async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::new(body))
+    let body = match permit {
+        // The request holds its permit until the response body is finished (or dropped):
+        // the upstream connection is busy until then.
+        Some(permit) => Body::new(body.map_frame(move |frame| {
+            let _held = &permit;
+            frame
+        })),
+        None => Body::new(body),
+    };
+    Response::from_parts(parts, body)
 }
 
 /// Whether forwarding failed because the streamed request body passed `max_body_bytes`.

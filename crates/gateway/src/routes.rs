@@ -7,6 +7,7 @@ use crate::ratelimit::RateLimiter;
 use gatehouse_verify::members::{Groups, RUN_INVOKER};
 use gatehouse_verify::verifier::Verifier;
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 /// One route, ready to serve.
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct Route {
     pub(crate) assertion_audience: Arc<str>,
     pub(crate) name: Arc<str>,
     pub(crate) limiter: Option<RateLimiter>,
+    /// Permits for requests in flight to the upstream, when the route bounds them.
+    pub(crate) concurrency: Option<Arc<Semaphore>>,
 }
 
 impl Route {
@@ -48,7 +51,17 @@ impl Route {
                 Some(Arc::new(verifier))
             }
         };
+        // Kept across a reload that leaves the bound alone, so requests in flight still count.
+        let concurrency = match previous.and_then(|p| p.concurrency.as_ref()) {
+            Some(permits)
+                if previous.is_some_and(|p| p.config.concurrency == config.concurrency) =>
+            {
+                Some(permits.clone())
+            }
+            _ => config.concurrency.map(|n| Arc::new(Semaphore::new(n))),
+        };
         Ok(Route {
+            concurrency,
             public,
             verifier,
             assertion_audience: config.assertion_audience.as_str().into(),

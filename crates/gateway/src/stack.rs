@@ -109,18 +109,25 @@ pub(crate) fn error_response(status: StatusCode, error: &str, reason: &str) -> R
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::SERVICE_UNAVAILABLE {
-        // Reason codes are fixed ASCII identifiers, so this never fails.
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "Bearer error=\"invalid_token\", error_description=\"{reason}\""
-        )) {
-            h.insert(header::WWW_AUTHENTICATE, v);
-        }
+    if status == StatusCode::UNAUTHORIZED {
+        challenge(&mut response, reason);
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
     response
+}
+
+/// The RFC 6750 challenge naming the reason code.
+fn challenge(response: &mut Response, reason: &str) {
+    // Reason codes are fixed ASCII identifiers, so this never fails.
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "Bearer error=\"invalid_token\", error_description=\"{reason}\""
+    )) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
 }
 
 /// The whole request path, access log outermost so it sees every answer.
@@ -332,11 +339,16 @@ fn require_token<'v>(
         Verdict::Missing => {
             Err(outcome.refuse(StatusCode::UNAUTHORIZED, "invalid_token", "missing_token"))
         }
-        Verdict::Refused(e) if e.is_unavailable() => Err(outcome.refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            e.code(),
-        )),
+        // The token could not be judged: the caller may retry the same token.
+        Verdict::Refused(e) if e.is_unavailable() => {
+            let mut refusal = outcome.refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                e.code(),
+            );
+            challenge(&mut refusal, e.code());
+            Err(refusal)
+        }
         Verdict::Refused(e) => {
             Err(outcome.refuse(StatusCode::UNAUTHORIZED, "invalid_token", e.code()))
         }

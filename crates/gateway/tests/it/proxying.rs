@@ -3,7 +3,10 @@
 
 use crate::support::*;
 use futures_util::StreamExt as _;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 /// A request body made up on the fly: `remaining` bytes in `chunk`-sized frames.
@@ -268,4 +271,60 @@ async fn keep_alive_reuses_one_connection() {
         .await
         .unwrap();
     assert!(text.contains("gatehouse_connections_total 1\n"), "{text}");
+}
+
+/// An upstream that takes a while per request and records the most it ever had in flight.
+async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let router = axum::Router::new().fallback({
+        let (in_flight, most) = (in_flight.clone(), most.clone());
+        move || {
+            let (in_flight, most) = (in_flight.clone(), most.clone());
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            }
+        }
+    });
+    (serve(router).await, most)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_bounds_requests_in_flight_to_the_upstream_and_queues_the_rest() {
+    let issuer = Issuer::start().await;
+    let (up, most) = counting_upstream().await;
+    let gw = gateway(&format!(
+        "{}concurrency = 2\n",
+        checked_route(&issuer, up, &["allAuthenticatedUsers"])
+    ))
+    .await;
+    let token = issuer.token("a@example.com");
+    let c = client();
+    let requests = (0..8).map(|_| c.get(gw.url("/")).bearer_auth(&token).send());
+    for response in futures_util::future::join_all(requests).await {
+        // Queued, not refused: every request gets its turn within the upstream timeout.
+        assert_eq!(response.unwrap().status(), 200);
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "at most two in flight, and two were"
+    );
+}
+
+#[tokio::test]
+async fn concurrency_outside_cloud_runs_range_is_refused_at_start() {
+    let issuer = Issuer::start().await;
+    for bad in ["0", "1001"] {
+        let toml = format!(
+            "listen = \"127.0.0.1:0\"\n{}concurrency = {bad}\n",
+            checked_route(&issuer, "127.0.0.1:9".parse().unwrap(), &["allUsers"])
+        );
+        let error = gatehouse_gateway::Config::from_toml(&toml, None).unwrap_err();
+        assert!(error.to_string().contains("concurrency"), "{error}");
+    }
 }
