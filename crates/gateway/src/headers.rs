@@ -82,32 +82,49 @@ pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
 
 /// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` (RFC 7239) to what this hop saw,
 /// replacing client-sent values: the gateway is the front door, so nothing before it is
-/// trusted to say where a request came from.
-pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, tls: bool, host: &str) {
+/// trusted to say where a request came from. `host` is the `Host` the client sent (empty
+/// when none).
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    tls: bool,
+    host: &HeaderValue,
+) {
+    use std::fmt::Write as _;
     let proto = if tls { "https" } else { "http" };
     let ip = peer.ip();
-    let for_node = match ip {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    // One buffer: `for=...;proto=...[;host="..."]`, its `for=` value doubling as
+    // X-Forwarded-For.
+    let mut forwarded = String::with_capacity(64 + host.len());
+    forwarded.push_str("for=");
+    let _ = match ip {
+        std::net::IpAddr::V4(v4) => write!(forwarded, "{v4}"),
+        std::net::IpAddr::V6(v6) => write!(forwarded, "\"[{v6}]\""),
     };
-    let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        } else {
-            headers.remove(name);
-        }
+    let xff = match ip {
+        std::net::IpAddr::V4(_) => HeaderValue::from_str(&forwarded["for=".len()..]),
+        std::net::IpAddr::V6(v6) => HeaderValue::from_str(&v6.to_string()),
     };
-    set(headers, "x-forwarded-for", ip.to_string());
-    set(headers, "x-forwarded-proto", proto.to_owned());
-    let mut forwarded = format!("for={for_node};proto={proto}");
-    if !host.is_empty() {
-        set(headers, "x-forwarded-host", host.to_owned());
-        let quoted = host.replace(['"', '\\'], "");
-        forwarded.push_str(&format!(";host=\"{quoted}\""));
-    } else {
+    match xff {
+        Ok(v) => headers.insert("x-forwarded-for", v),
+        Err(_) => headers.remove("x-forwarded-for"),
+    };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
+    if host.is_empty() {
         headers.remove("x-forwarded-host");
+    } else {
+        headers.insert("x-forwarded-host", host.clone());
+        forwarded.push_str(";host=\"");
+        let text = String::from_utf8_lossy(host.as_bytes());
+        forwarded.extend(text.chars().filter(|c| !matches!(c, '"' | '\\')));
+        forwarded.push('"');
     }
-    set(headers, "forwarded", forwarded);
+    match HeaderValue::from_str(&forwarded) {
+        Ok(v) => headers.insert("forwarded", v),
+        Err(_) => headers.remove("forwarded"),
+    };
 }
 
 #[cfg(test)]
@@ -144,7 +161,12 @@ mod tests {
     fn forwarded_headers_replace_client_values() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
-        set_forwarded(&mut h, "[::1]:5000".parse().unwrap(), true, "app.example");
+        set_forwarded(
+            &mut h,
+            "[::1]:5000".parse().unwrap(),
+            true,
+            &HeaderValue::from_static("app.example"),
+        );
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(

@@ -48,12 +48,15 @@ impl Upstreams {
 
 fn upstream_uri(base: &Uri, request_uri: &Uri) -> Result<Uri, http::Error> {
     let base_path = base.path().trim_end_matches('/');
-    let pq = request_uri
-        .path_and_query()
-        .map_or("/", PathAndQuery::as_str);
-    let joined = format!("{base_path}{pq}");
     let mut parts = base.clone().into_parts();
-    parts.path_and_query = Some(PathAndQuery::try_from(joined.as_str())?);
+    parts.path_and_query = match request_uri.path_and_query() {
+        // An upstream at its root takes the request's path as it came (a shared clone).
+        Some(pq) if base_path.is_empty() => Some(pq.clone()),
+        pq => {
+            let pq = pq.map_or("/", PathAndQuery::as_str);
+            Some(PathAndQuery::try_from(format!("{base_path}{pq}"))?)
+        }
+    };
     Ok(Uri::from_parts(parts)?)
 }
 
@@ -116,12 +119,7 @@ pub(crate) async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u);
     }
-    headers::set_forwarded(
-        &mut parts.headers,
-        conn.peer,
-        conn.tls,
-        ctx.host.to_str().unwrap_or_default(),
-    );
+    headers::set_forwarded(&mut parts.headers, conn.peer, conn.tls, &ctx.host);
     // The app sees the host the client asked for, as behind Cloud Run's front end.
     if !ctx.host.is_empty() {
         parts.headers.insert(header::HOST, ctx.host.clone());

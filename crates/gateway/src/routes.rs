@@ -6,6 +6,7 @@ use crate::config::{Config, ConfigError, RouteConfig};
 use crate::ratelimit::RateLimiter;
 use gatehouse_verify::members::{Groups, RUN_INVOKER};
 use gatehouse_verify::verifier::Verifier;
+use std::borrow::Cow;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -96,8 +97,9 @@ pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// The lowercase host of a `Host` value or authority, without port or trailing dot.
-pub(crate) fn normalize_host(raw: &str) -> String {
+/// The lowercase host of a `Host` value or authority, without port or trailing dot;
+/// borrowed when it already is (the usual case: no allocation per request).
+pub(crate) fn normalize_host(raw: &str) -> Cow<'_, str> {
     let raw = raw.trim();
     let host = if let Some(rest) = raw.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
@@ -110,7 +112,12 @@ pub(crate) fn normalize_host(raw: &str) -> String {
             }
         })
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// Everything a request needs from configuration, swapped whole on reload.

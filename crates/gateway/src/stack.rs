@@ -134,9 +134,10 @@ fn challenge(response: &mut Response, reason: &str) {
 pub(crate) async fn handle(shared: &Arc<Shared>, conn: ConnInfo, request: Request) -> Response {
     let started = Instant::now();
     let mut outcome = Outcome::default();
-    let method = request.method().clone();
-    // A `Uri` clone shares its bytes; only the path is logged (a query may carry secrets).
-    let uri = request.uri().clone();
+    // What the log needs of the request, kept only when the access log is on. A `Uri` clone
+    // shares its bytes; only the path is logged (a query may carry secrets).
+    let logged = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO)
+        .then(|| (request.method().clone(), request.uri().clone()));
     let response = route_request(shared, conn, request, &mut outcome).await;
     let status = response.status().as_u16();
     let route = outcome.route.as_deref().unwrap_or("-");
@@ -144,6 +145,9 @@ pub(crate) async fn handle(shared: &Arc<Shared>, conn: ConnInfo, request: Reques
     if let (true, Some(reason)) = (outcome.denied, outcome.reason) {
         shared.metrics.denial(reason);
     }
+    let Some((method, uri)) = logged else {
+        return response;
+    };
     tracing::info!(
         target: "gatehouse::access",
         route,
@@ -246,7 +250,7 @@ async fn select_route(
                     snapshot
                         .routes
                         .iter()
-                        .find(|r| r.config.host.as_deref().is_none_or(|h| h == normalized))
+                        .find(|r| r.config.host.as_deref().is_none_or(|h| *h == *normalized))
                         .cloned()
                 })
                 .flatten()
