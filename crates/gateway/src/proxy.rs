@@ -164,23 +164,29 @@ pub(crate) async fn forward(
     shared.metrics.upstream_latency.observe(started.elapsed());
     let mut response = match result {
         Ok(Ok(response)) => response,
-        Ok(Err(error)) if exceeded_body_limit(&error) => {
-            outcome.reason = Some("body_too_large");
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "body_too_large",
-            );
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(route = %route.name, error = %error_chain(&error), "upstream request failed");
-            outcome.reason = Some("upstream_unavailable");
-            return error_response(
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                "upstream_unavailable",
-            );
-        }
+        Ok(Err(error)) => match request_body_failure(&error) {
+            Some(BodyFailure::TooLarge) => {
+                outcome.reason = Some("body_too_large");
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "body_too_large",
+                );
+            }
+            Some(BodyFailure::Malformed) => {
+                outcome.reason = Some("bad_request_body");
+                return error_response(StatusCode::BAD_REQUEST, "bad_request", "bad_request_body");
+            }
+            None => {
+                tracing::warn!(route = %route.name, error = %error_chain(&error), "upstream request failed");
+                outcome.reason = Some("upstream_unavailable");
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "upstream_unavailable",
+                );
+            }
+        },
         Err(_) => {
             outcome.reason = Some("upstream_timeout");
             return error_response(
@@ -231,16 +237,30 @@ pub(crate) async fn forward(
     Response::from_parts(parts, body)
 }
 
-/// Whether forwarding failed because the streamed request body passed `max_body_bytes`.
-fn exceeded_body_limit(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
+/// How the client's request body failed while it was being forwarded.
+enum BodyFailure {
+    /// It passed `max_body_bytes`.
+    TooLarge,
+    /// It could not be read as framed (a bad chunk, a connection cut mid-body).
+    Malformed,
+}
+
+/// Whether forwarding failed because of the client's body, not the upstream. The outgoing
+/// request's body is the client's in axum's `Body` (around `Limited`, around the client's
+/// `Body`): an `axum::Error` anywhere in the chain is the client's body failing, and a
+/// `LengthLimitError` under it says it was too long.
+fn request_body_failure(error: &(dyn std::error::Error + 'static)) -> Option<BodyFailure> {
+    let chain = std::iter::successors(Some(error), |e| e.source());
+    let mut failure = None;
+    for e in chain {
         if e.is::<http_body_util::LengthLimitError>() {
-            return true;
+            return Some(BodyFailure::TooLarge);
         }
-        source = e.source();
+        if e.is::<axum::Error>() {
+            failure = Some(BodyFailure::Malformed);
+        }
     }
-    false
+    failure
 }
 
 fn clamp_usize(n: u64) -> usize {

@@ -328,3 +328,27 @@ async fn concurrency_outside_cloud_runs_range_is_refused_at_start() {
         assert!(error.to_string().contains("concurrency"), "{error}");
     }
 }
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_the_clients_error_not_the_upstreams() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["allUsers"])).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /x HTTP/1.1\r\nHost: app.example\r\nTransfer-Encoding: chunked\r\n\r\nnot chunked at all\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    let head = String::from_utf8_lossy(&answer);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(head.contains("bad_request_body"), "{head}");
+}
