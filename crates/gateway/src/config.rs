@@ -502,6 +502,15 @@ impl Config {
             ));
         }
         check_route_uniqueness(&routes).map_err(|r| at.error(None, r))?;
+        // A real get-iam-policy file may name Google Groups; their members are not fetched,
+        // so one not listed under [groups] matches no one. Allowed, but said.
+        for (route, group) in undefined_groups(&routes, &groups) {
+            tracing::warn!(
+                route,
+                group,
+                "the policy grants group:{group}, which [groups] does not define: it matches no one"
+            );
+        }
         let watch = raw.watch_seconds.unwrap_or(DEFAULT_WATCH_SECONDS);
         let tls = raw.tls.map(|t| TlsConfig {
             cert: base.join(t.cert),
@@ -855,6 +864,21 @@ fn compile_route(
 
 /// Cloud Run's largest per-instance concurrency.
 const MAX_CONCURRENCY: usize = 1000;
+
+/// (route, group) for every `group:` the routes' invoker bindings name that `groups` lacks.
+pub fn undefined_groups<'a>(routes: &'a [RouteConfig], groups: &Groups) -> Vec<(&'a str, &'a str)> {
+    let mut missing = Vec::new();
+    for route in routes {
+        for member in route.policy.members_of(RUN_INVOKER) {
+            if let Member::Group(name) = member {
+                if !groups.contains(name) {
+                    missing.push((route.name.as_str(), name.as_str()));
+                }
+            }
+        }
+    }
+    missing
+}
 
 fn check_route_uniqueness(routes: &[RouteConfig]) -> Result<(), String> {
     for (i, a) in routes.iter().enumerate() {

@@ -129,6 +129,10 @@ impl Groups {
     fn get(&self, name: &str) -> Option<&[Member]> {
         self.0.get(name).map(Vec::as_slice)
     }
+    /// Whether `name` (as in `group:NAME`, any case) is defined.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(&name.to_ascii_lowercase())
+    }
 }
 
 fn email_domain(email: &str) -> Option<&str> {

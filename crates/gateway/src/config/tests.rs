@@ -180,3 +180,18 @@ fn flags_form_builds_one_route() {
     .unwrap_err();
     assert!(e.reason.contains("invalid IAM member"));
 }
+
+#[test]
+fn undefined_groups_are_found_case_insensitively() {
+    let config = Config::from_toml(GOOD, None).unwrap();
+    assert!(undefined_groups(&config.routes, &config.groups).is_empty());
+    let text = GOOD.replace(
+        "\"group:admins\"",
+        "\"group:Admins\", \"group:ops@example.com\"",
+    );
+    let config = Config::from_toml(&text, None).unwrap();
+    assert_eq!(
+        undefined_groups(&config.routes, &config.groups),
+        vec![("secure", "ops@example.com")]
+    );
+}
