@@ -18,6 +18,7 @@
 //! at most every 30 s. The users and votes checks run while the rotation waits.
 
 use gatehouse_testkit::TestDatabase;
+use gatehouse_testkit::free_port;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -29,14 +30,6 @@ const CLIENT_ID: &str = "gatehouse-web.apps.googleusercontent.com";
 const PROJECT: &str = "demo-project";
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
 const SECURETOKEN: &str = "securetoken@system.gserviceaccount.com";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// GATEHOUSE_BIN (as scripts/test and the vote tests take it), else the one cargo built.
 fn binary() -> PathBuf {

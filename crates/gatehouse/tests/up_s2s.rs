@@ -10,17 +10,10 @@
 #[allow(dead_code)]
 mod logs;
 
+use gatehouse_testkit::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// GATEHOUSE_BIN (as scripts/test and the vote tests take it), else the one cargo built.
 fn binary() -> PathBuf {

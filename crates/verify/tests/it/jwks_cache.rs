@@ -399,23 +399,6 @@ async fn no_keys_ever_fetched_is_keys_unavailable() {
     );
 }
 
-fn self_signed_pem(key: &SigningKey) -> String {
-    let der = key.to_pkcs8_der().unwrap();
-    let alg = match key.algorithm() {
-        gatehouse_verify::Algorithm::RS256 => &rcgen::PKCS_RSA_SHA256,
-        _ => &rcgen::PKCS_ECDSA_P256_SHA256,
-    };
-    let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), alg).unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(vec!["securetoken.system.gserviceaccount.com".into()])
-            .unwrap();
-    // Google's certificates expire a day or two after publication; validity is not
-    // what trust rests on, so an expired one still carries its key.
-    params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-    params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-    params.self_signed(&pair).unwrap().pem()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pem_certificate_maps_work_like_jwk_sets() {
     let document = json!({

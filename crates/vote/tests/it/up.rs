@@ -2,20 +2,13 @@
 //! gateway guards what it should, SIGTERM stops everything with exit 0, and a second `up` on
 //! the same data keeps the votes. (The browser flow: tests/browser/vote.test.mjs.)
 
+use gatehouse_testkit::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn binary() -> PathBuf {
     crate::process::binary()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Up {
