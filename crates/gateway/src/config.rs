@@ -20,6 +20,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ASSERTION_ISSUER: &str = "https://cloud.google.com/iap";
 /// Assertions live 10 minutes, as IAP's.
 pub const DEFAULT_ASSERTION_LIFETIME: u64 = 600;
+/// The most `workers` a configuration may ask for.
+pub const MAX_WORKERS: usize = 256;
+
+/// One worker per CPU the process may run on (cgroup quotas included).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS))
+}
 
 /// A configuration could not be used. `Display` gives `FILE:LINE:COLUMN: reason` when the
 /// mistake has a place in a file.
@@ -233,6 +240,8 @@ pub struct Config {
     /// When set, `/_gatehouse/metrics` is served here and no longer on `listen`.
     pub admin_listen: Option<SocketAddr>,
     pub tls: Option<TlsConfig>,
+    /// Threads serving `listen`, each with its own event loop and upstream connections.
+    pub workers: usize,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub assertion: AssertionConfig,
@@ -253,6 +262,7 @@ struct RawConfig {
     listen: Option<Spanned<String>>,
     admin_listen: Option<Spanned<String>>,
     tls: Option<RawTls>,
+    workers: Option<Spanned<usize>>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -516,10 +526,21 @@ impl Config {
             cert: base.join(t.cert),
             key: base.join(t.key),
         });
+        let workers = match &raw.workers {
+            None => default_workers(),
+            Some(w) if (1..=MAX_WORKERS).contains(w.get_ref()) => *w.get_ref(),
+            Some(w) => {
+                return Err(at.error(
+                    Some(w.span()),
+                    format!("workers must be 1 to {MAX_WORKERS}"),
+                ));
+            }
+        };
         Ok(Config {
             listen,
             admin_listen,
             tls,
+            workers,
             limits,
             timeouts,
             assertion,
@@ -587,6 +608,7 @@ impl Config {
                     return Err(ConfigError::plain("--tls-cert and --tls-key go together"));
                 }
             },
+            workers: default_workers(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             assertion: AssertionConfig::default(),

@@ -50,9 +50,18 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
 ];
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::UPGRADE || HOP_BY_HOP.contains(&name.as_str())
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names, and
 /// `Upgrade` (re-added by the caller for an upgrade it forwards).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names they have is cheaper than looking
+    // each hop-by-hop name up (and headers a `Connection` names need a `Connection`).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -80,48 +89,56 @@ pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// What this hop says of a connection in the forwarding headers, made once per connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarding {
+    /// `X-Forwarded-For`: the peer's address.
+    for_ip: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`.
+    proto: &'static str,
+    /// `Forwarded` up to the host: `for=...;proto=...`.
+    forwarded: String,
+}
+
+impl Forwarding {
+    pub(crate) fn new(peer: SocketAddr, tls: bool) -> Self {
+        let proto = if tls { "https" } else { "http" };
+        let (ip, quoted) = match peer.ip() {
+            std::net::IpAddr::V4(v4) => (v4.to_string(), v4.to_string()),
+            std::net::IpAddr::V6(v6) => (v6.to_string(), format!("\"[{v6}]\"")),
+        };
+        Forwarding {
+            for_ip: HeaderValue::from_str(&ip).ok(),
+            proto,
+            forwarded: format!("for={quoted};proto={proto}"),
+        }
+    }
+}
+
 /// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` (RFC 7239) to what this hop saw,
 /// replacing client-sent values: the gateway is the front door, so nothing before it is
 /// trusted to say where a request came from. `host` is the `Host` the client sent (empty
 /// when none).
-pub(crate) fn set_forwarded(
-    headers: &mut HeaderMap,
-    peer: SocketAddr,
-    tls: bool,
-    host: &HeaderValue,
-) {
-    use std::fmt::Write as _;
-    let proto = if tls { "https" } else { "http" };
-    let ip = peer.ip();
-    // One buffer: `for=...;proto=...[;host="..."]`, its `for=` value doubling as
-    // X-Forwarded-For.
-    let mut forwarded = String::with_capacity(64 + host.len());
-    forwarded.push_str("for=");
-    let _ = match ip {
-        std::net::IpAddr::V4(v4) => write!(forwarded, "{v4}"),
-        std::net::IpAddr::V6(v6) => write!(forwarded, "\"[{v6}]\""),
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, hop: &Forwarding, host: &HeaderValue) {
+    match &hop.for_ip {
+        Some(v) => headers.insert("x-forwarded-for", v.clone()),
+        None => headers.remove("x-forwarded-for"),
     };
-    let xff = match ip {
-        std::net::IpAddr::V4(_) => HeaderValue::from_str(&forwarded["for=".len()..]),
-        std::net::IpAddr::V6(v6) => HeaderValue::from_str(&v6.to_string()),
-    };
-    match xff {
-        Ok(v) => headers.insert("x-forwarded-for", v),
-        Err(_) => headers.remove("x-forwarded-for"),
-    };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    forwarded.push_str(";proto=");
-    forwarded.push_str(proto);
-    if host.is_empty() {
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(hop.proto));
+    let forwarded = if host.is_empty() {
         headers.remove("x-forwarded-host");
+        HeaderValue::from_str(&hop.forwarded)
     } else {
         headers.insert("x-forwarded-host", host.clone());
+        let mut forwarded = String::with_capacity(hop.forwarded.len() + host.len() + 8);
+        forwarded.push_str(&hop.forwarded);
         forwarded.push_str(";host=\"");
         let text = String::from_utf8_lossy(host.as_bytes());
         forwarded.extend(text.chars().filter(|c| !matches!(c, '"' | '\\')));
         forwarded.push('"');
-    }
-    match HeaderValue::from_str(&forwarded) {
+        HeaderValue::from_str(&forwarded)
+    };
+    match forwarded {
         Ok(v) => headers.insert("forwarded", v),
         Err(_) => headers.remove("forwarded"),
     };
@@ -155,23 +172,34 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-type"));
+
+        // Any one of them alone is found and removed.
+        for name in HOP_BY_HOP.iter().chain(&["upgrade"]) {
+            let mut h = HeaderMap::new();
+            h.insert("content-type", "text/plain".parse().unwrap());
+            h.insert(*name, "x".parse().unwrap());
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name} stayed");
+        }
     }
 
     #[test]
     fn forwarded_headers_replace_client_values() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
-        set_forwarded(
-            &mut h,
-            "[::1]:5000".parse().unwrap(),
-            true,
-            &HeaderValue::from_static("app.example"),
-        );
+        let hop = Forwarding::new("[::1]:5000".parse().unwrap(), true);
+        set_forwarded(&mut h, &hop, &HeaderValue::from_static("app.example"));
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(
             h["forwarded"],
             "for=\"[::1]\";proto=https;host=\"app.example\""
         );
+        let hop = Forwarding::new("10.1.2.3:5000".parse().unwrap(), false);
+        set_forwarded(&mut h, &hop, &HeaderValue::from_static(""));
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["forwarded"], "for=10.1.2.3;proto=http");
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 }

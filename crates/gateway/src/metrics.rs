@@ -1,11 +1,15 @@
 //! Prometheus metrics, hand-rolled text exposition: requests by route and status, denials
 //! by reason code, verification and upstream latency histograms, JWKS fetches. Every label
 //! set is bounded (routes come from config, statuses and reasons from fixed sets).
+//!
+//! What every request counts is counted per thread, in shards on their own cache lines,
+//! and summed when rendered: one shared counter would be a cache line bouncing between the
+//! workers on every request.
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const BUCKETS: [f64; 14] = [
@@ -34,30 +38,55 @@ impl Histogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
+    /// The sum of `parts` as one histogram.
+    fn render<'a>(
+        parts: impl Iterator<Item = &'a Histogram> + Clone,
+        out: &mut String,
+        name: &str,
+        help: &str,
+    ) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} histogram");
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
+            cumulative += parts.clone().map(|h| load(&h.counts[i])).sum::<u64>();
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
-        let count = self.count.load(Ordering::Relaxed);
+        let count = parts.clone().map(|h| load(&h.count)).sum::<u64>();
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = parts.map(|h| load(&h.sum_nanos)).sum::<u64>() as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
 
-/// The gateway's counters. Shared by every connection (`Arc`).
+/// Shards: more than the workers a machine usually runs, so threads rarely share one.
+const SHARDS: usize = 8;
+
+thread_local! {
+    /// This thread's shard, handed out round-robin on first use.
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
+    };
+}
+
+/// What one thread counts per request. Aligned so that two shards never share a cache line.
 #[derive(Debug, Default)]
-pub struct Metrics {
+#[repr(align(128))]
+struct Shard {
     /// route -> status -> count; looked up by `&str`, so counting allocates nothing.
     requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     denials: Mutex<BTreeMap<&'static str, u64>>,
-    pub verify_latency: Histogram,
-    pub upstream_latency: Histogram,
+    verify_latency: Histogram,
+    upstream_latency: Histogram,
+}
+
+/// The gateway's counters. Shared by every connection (`Arc`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    shards: [Shard; SHARDS],
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     reloads: AtomicU64,
@@ -69,8 +98,12 @@ pub struct Metrics {
 const MAX_REQUEST_SERIES: usize = 4096;
 
 impl Metrics {
+    fn shard(&self) -> &Shard {
+        &self.shards[SHARD.with(|i| *i)]
+    }
+
     pub fn request(&self, route: &str, status: u16) {
-        let mut map = self.requests.lock();
+        let mut map = self.shard().requests.lock();
         if let Some(statuses) = map.get_mut(route) {
             *statuses.entry(status).or_insert(0) += 1;
         } else if map.len() < MAX_REQUEST_SERIES {
@@ -80,11 +113,24 @@ impl Metrics {
 
     /// A refusal (or a token that did not verify on a public route), by reason code.
     pub fn denial(&self, reason: &'static str) {
-        *self.denials.lock().entry(reason).or_insert(0) += 1;
+        *self.shard().denials.lock().entry(reason).or_insert(0) += 1;
     }
 
     pub fn denials(&self, reason: &str) -> u64 {
-        self.denials.lock().get(reason).copied().unwrap_or(0)
+        self.shards
+            .iter()
+            .filter_map(|s| s.denials.lock().get(reason).copied())
+            .sum()
+    }
+
+    /// How long a token took to verify (a cache hit included).
+    pub fn verified(&self, took: Duration) {
+        self.shard().verify_latency.observe(took);
+    }
+
+    /// How long the upstream took to send its response head.
+    pub fn upstream_answered(&self, took: Duration) {
+        self.shard().upstream_latency.observe(took);
     }
 
     pub fn connection_opened(&self) {
@@ -109,7 +155,20 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP gatehouse_requests_total Requests answered, by route and status.\n");
         out.push_str("# TYPE gatehouse_requests_total counter\n");
-        for (route, statuses) in self.requests.lock().iter() {
+        let mut requests: BTreeMap<String, BTreeMap<u16, u64>> = BTreeMap::new();
+        let mut denials: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for shard in &self.shards {
+            for (route, statuses) in shard.requests.lock().iter() {
+                let total = requests.entry(route.clone()).or_default();
+                for (status, n) in statuses {
+                    *total.entry(*status).or_insert(0) += n;
+                }
+            }
+            for (reason, n) in shard.denials.lock().iter() {
+                *denials.entry(reason).or_insert(0) += n;
+            }
+        }
+        for (route, statuses) in &requests {
             for (status, n) in statuses {
                 let _ = writeln!(
                     out,
@@ -120,15 +179,17 @@ impl Metrics {
         }
         out.push_str("# HELP gatehouse_denials_total Requests refused (or tokens not admitted), by reason code.\n");
         out.push_str("# TYPE gatehouse_denials_total counter\n");
-        for (reason, n) in self.denials.lock().iter() {
+        for (reason, n) in &denials {
             let _ = writeln!(out, "gatehouse_denials_total{{reason=\"{reason}\"}} {n}");
         }
-        self.verify_latency.render(
+        Histogram::render(
+            self.shards.iter().map(|s| &s.verify_latency),
             &mut out,
             "gatehouse_verify_duration_seconds",
             "Token verification time (cache hits included).",
         );
-        self.upstream_latency.render(
+        Histogram::render(
+            self.shards.iter().map(|s| &s.upstream_latency),
             &mut out,
             "gatehouse_upstream_duration_seconds",
             "Time from forwarding a request to the upstream's response head.",
@@ -144,7 +205,7 @@ impl Metrics {
                 escape(url)
             );
         }
-        let keys_unavailable = self.denials("keys_unavailable");
+        let keys_unavailable = denials.get("keys_unavailable").copied().unwrap_or(0);
         out.push_str("# HELP gatehouse_jwks_failures_total Requests refused because issuer keys could not be fetched.\n");
         out.push_str("# TYPE gatehouse_jwks_failures_total counter\n");
         let _ = writeln!(out, "gatehouse_jwks_failures_total {keys_unavailable}");
@@ -191,7 +252,7 @@ mod tests {
         m.request("api", 200);
         m.request("api", 200);
         m.denial("expired");
-        m.verify_latency.observe(Duration::from_micros(300));
+        m.verified(Duration::from_micros(300));
         let text = m.render(&[("http://k/certs".into(), 2)]);
         assert!(text.contains("gatehouse_requests_total{route=\"api\",status=\"200\"} 2"));
         assert!(text.contains("gatehouse_denials_total{reason=\"expired\"} 1"));
@@ -199,10 +260,22 @@ mod tests {
         assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"0.00025\"} 0"));
         assert!(text.contains("gatehouse_jwks_fetches_total{url=\"http://k/certs\"} 2"));
         // Cumulative: every bucket above the observation counts it.
-        m.verify_latency.observe(Duration::from_secs(2));
+        // From another thread (another shard): still one series.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                m.verified(Duration::from_secs(2));
+                m.request("api", 200);
+            });
+        });
         let text = m.render(&[]);
         assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"0.001\"} 1"));
         assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("gatehouse_verify_duration_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("gatehouse_requests_total{route=\"api\",status=\"200\"} 3"));
+        assert_eq!(
+            text.matches("gatehouse_requests_total{route=\"api\"")
+                .count(),
+            1
+        );
     }
 }

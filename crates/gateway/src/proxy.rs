@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::time::{Duration, Instant};
 
 /// The pooled upstream clients: HTTP/1.1, and h2c (prior knowledge) for routes that ask.
+/// One per worker: its connections are driven by that worker's event loop.
 #[derive(Debug, Clone)]
 pub(crate) struct Upstreams {
     http1: Client<HttpConnector, Body>,
@@ -63,7 +64,8 @@ fn upstream_uri(base: &Uri, request_uri: &Uri) -> Result<Uri, http::Error> {
 /// Sends `request` to its route's upstream and returns the upstream's answer, streaming.
 pub(crate) async fn forward(
     shared: &Shared,
-    conn: ConnInfo,
+    upstreams: &Upstreams,
+    conn: &ConnInfo,
     ctx: &Ctx,
     mut request: Request,
     outcome: &mut Outcome,
@@ -119,7 +121,7 @@ pub(crate) async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u);
     }
-    headers::set_forwarded(&mut parts.headers, conn.peer, conn.tls, &ctx.host);
+    headers::set_forwarded(&mut parts.headers, &conn.forwarding, &ctx.host);
     // The app sees the host the client asked for, as behind Cloud Run's front end.
     if !ctx.host.is_empty() {
         parts.headers.insert(header::HOST, ctx.host.clone());
@@ -132,10 +134,10 @@ pub(crate) async fn forward(
     let client = if route.config.upstream_h2c {
         *outgoing.version_mut() = Version::HTTP_2;
         outgoing.headers_mut().remove(header::HOST);
-        &shared.upstreams.h2c
+        &upstreams.h2c
     } else {
         *outgoing.version_mut() = Version::HTTP_11;
-        &shared.upstreams.http1
+        &upstreams.http1
     };
 
     let started = Instant::now();
@@ -161,7 +163,7 @@ pub(crate) async fn forward(
     };
     let remaining = shared.timeouts.upstream.saturating_sub(started.elapsed());
     let result = tokio::time::timeout(remaining, client.request(outgoing)).await;
-    shared.metrics.upstream_latency.observe(started.elapsed());
+    shared.metrics.upstream_answered(started.elapsed());
     let mut response = match result {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => match request_body_failure(&error) {

@@ -17,6 +17,7 @@
 
 use crate::endpoints;
 use crate::headers;
+use crate::proxy::Upstreams;
 use crate::routes::{Route, Snapshot, normalize_host};
 use crate::server::Shared;
 use axum::body::Body;
@@ -33,11 +34,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the connection knows: who is on the other end, and whether over TLS.
-#[derive(Debug, Clone, Copy)]
+/// What the connection knows: who is on the other end, and what this hop tells the
+/// upstream of it (the forwarding headers, which also say whether it came over TLS).
+#[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
-    pub tls: bool,
+    pub forwarding: headers::Forwarding,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(peer: SocketAddr, tls: bool) -> Self {
+        ConnInfo {
+            peer,
+            forwarding: headers::Forwarding::new(peer, tls),
+        }
+    }
 }
 
 /// The request's route and the one reading of the clock, set by [`select_route`].
@@ -131,14 +142,19 @@ fn challenge(response: &mut Response, reason: &str) {
 }
 
 /// The whole request path, access log outermost so it sees every answer.
-pub(crate) async fn handle(shared: &Arc<Shared>, conn: ConnInfo, request: Request) -> Response {
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    upstreams: &Upstreams,
+    conn: &ConnInfo,
+    request: Request,
+) -> Response {
     let started = Instant::now();
     let mut outcome = Outcome::default();
     // What the log needs of the request, kept only when the access log is on. A `Uri` clone
     // shares its bytes; only the path is logged (a query may carry secrets).
     let logged = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO)
         .then(|| (request.method().clone(), request.uri().clone()));
-    let response = route_request(shared, conn, request, &mut outcome).await;
+    let response = route_request(shared, upstreams, conn, request, &mut outcome).await;
     let status = response.status().as_u16();
     let route = outcome.route.as_deref().unwrap_or("-");
     shared.metrics.request(route, status);
@@ -174,7 +190,8 @@ fn truncated(s: &str, max: usize) -> &str {
 
 async fn route_request(
     shared: &Arc<Shared>,
-    conn: ConnInfo,
+    upstreams: &Upstreams,
+    conn: &ConnInfo,
     mut request: Request,
     outcome: &mut Outcome,
 ) -> Response {
@@ -206,7 +223,16 @@ async fn route_request(
     } else {
         None
     };
-    let mut response = admit(shared, conn, &ctx, request, preflight_passes, outcome).await;
+    let mut response = admit(
+        shared,
+        upstreams,
+        conn,
+        &ctx,
+        request,
+        preflight_passes,
+        outcome,
+    )
+    .await;
     if decorate {
         crate::cors::decorate(cors, origin.as_ref(), &mut response);
     }
@@ -273,7 +299,8 @@ async fn select_route(
 /// Verifies, authorizes and forwards: everything after routing and CORS.
 async fn admit(
     shared: &Arc<Shared>,
-    conn: ConnInfo,
+    upstreams: &Upstreams,
+    conn: &ConnInfo,
     ctx: &Ctx,
     mut request: Request,
     preflight_passes: bool,
@@ -298,7 +325,7 @@ async fn admit(
     if let Verdict::Verified(identity) = &verdict {
         set_identity(shared, ctx, identity, token.as_ref(), request.headers_mut());
     }
-    crate::proxy::forward(shared, conn, ctx, request, outcome).await
+    crate::proxy::forward(shared, upstreams, conn, ctx, request, outcome).await
 }
 
 /// `X-Serverless-Authorization` first (then `Authorization` is the app's), else
@@ -323,7 +350,7 @@ async fn verify(shared: &Shared, ctx: &Ctx, token: Option<&Token>) -> Verdict {
     };
     let started = Instant::now();
     let result = verifier.verify(token.as_str(), ctx.now).await;
-    shared.metrics.verify_latency.observe(started.elapsed());
+    shared.metrics.verified(started.elapsed());
     match result {
         Ok(identity) => Verdict::Verified(identity),
         Err(error) => {
@@ -399,7 +426,7 @@ fn authorize(ctx: &Ctx, verdict: &Verdict, outcome: &mut Outcome) -> Result<(), 
 
 fn rate_limit(
     ctx: &Ctx,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     verdict: &Verdict,
     outcome: &mut Outcome,
 ) -> Result<(), Response> {
