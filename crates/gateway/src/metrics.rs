@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const BUCKETS: [f64; 14] = [
@@ -87,6 +88,8 @@ struct Shard {
 #[derive(Debug, Default)]
 pub struct Metrics {
     shards: [Shard; SHARDS],
+    /// Connections open on each worker, once the workers run.
+    worker_connections: OnceLock<Arc<[AtomicUsize]>>,
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     reloads: AtomicU64,
@@ -140,6 +143,11 @@ impl Metrics {
 
     pub fn connection_closed(&self) {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Where the workers count their open connections.
+    pub(crate) fn watch_workers(&self, open: Arc<[AtomicUsize]>) {
+        let _ = self.worker_connections.set(open);
     }
 
     pub fn reloaded(&self, ok: bool) {
@@ -215,6 +223,19 @@ impl Metrics {
             "gatehouse_connections_open {}",
             self.connections_open.load(Ordering::Relaxed)
         );
+        if let Some(workers) = self.worker_connections.get() {
+            out.push_str(
+                "# HELP gatehouse_worker_connections_open Connections open, by worker thread.\n",
+            );
+            out.push_str("# TYPE gatehouse_worker_connections_open gauge\n");
+            for (worker, open) in workers.iter().enumerate() {
+                let open = open.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "gatehouse_worker_connections_open{{worker=\"{worker}\"}} {open}"
+                );
+            }
+        }
         out.push_str("# TYPE gatehouse_connections_total counter\n");
         let _ = writeln!(
             out,

@@ -4,10 +4,11 @@
 //! swaps the routing table without touching a connection.
 //!
 //! The main listener is served by `workers` threads, each a single-threaded event loop
-//! with its own upstream connection pool, all accepting from the one listening socket. A
-//! connection lives and dies on the thread that accepted it: its request, the upstream
-//! exchange and the answer never cross threads, which a work-stealing runtime would make
-//! them do (measured: 15% more CPU per proxied request, bench/README.md "Gateway").
+//! with its own upstream connection pool, all accepting from the one listening socket; a
+//! worker that accepts a connection while another has fewer open hands it over ([`Balance`]).
+//! A connection then lives and dies on one thread: its requests, the upstream exchanges and
+//! the answers never cross threads, which a work-stealing runtime would make them do
+//! (measured: 15% more CPU per proxied request, bench/README.md "Gateway").
 
 use crate::assertion::{AssertionKeyError, AssertionSigner};
 use crate::config::{Config, ConfigError, Limits, Timeouts};
@@ -28,12 +29,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
@@ -277,6 +278,7 @@ impl Gateway {
                 Listener::Admin,
                 shared.clone(),
                 connections.clone(),
+                None,
                 shutdown_tx.subscribe(),
             ));
         }
@@ -291,7 +293,9 @@ impl Gateway {
         let (abort_tx, abort_rx) = watch::channel(false);
         let _abort_on_drop = AbortOnDrop(abort_tx);
         let mut done = Vec::with_capacity(workers);
-        for index in 0..workers {
+        let (balance, inboxes) = Balance::new(workers);
+        shared.metrics.watch_workers(balance.open.clone());
+        for (index, inbox) in inboxes.into_iter().enumerate() {
             let listener = match listener.try_clone() {
                 Ok(listener) => listener,
                 Err(error) => {
@@ -306,6 +310,11 @@ impl Gateway {
                 connections: connections.clone(),
                 shutdown: shutdown_tx.subscribe(),
                 abort: abort_rx.clone(),
+                seat: Seat {
+                    index,
+                    balance: balance.clone(),
+                    inbox,
+                },
             };
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
             let spawned = std::thread::Builder::new()
@@ -346,6 +355,7 @@ struct Worker {
     connections: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
+    seat: Seat,
 }
 
 impl Worker {
@@ -359,6 +369,7 @@ impl Worker {
             connections,
             shutdown,
             mut abort,
+            seat,
         } = self;
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -385,6 +396,7 @@ impl Worker {
                 Listener::Main(upstreams),
                 shared,
                 connections,
+                Some(seat),
                 shutdown,
             );
             tokio::select! {
@@ -404,42 +416,188 @@ enum Listener {
     Admin,
 }
 
+/// Spreads connections over the workers. All of them wait on the one socket, and whichever
+/// wakes first would take a whole burst of new connections (a load tester's, a front load
+/// balancer's pool) and leave the others idle for those connections' lifetime; instead,
+/// whoever accepts hands the connection to the worker with the fewest open.
+#[derive(Debug)]
+struct Balance {
+    open: Arc<[AtomicUsize]>,
+    inboxes: Box<[mpsc::UnboundedSender<Accepted>]>,
+}
+
+/// A connection accepted by one worker for another.
+#[derive(Debug)]
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// A worker's place in the [`Balance`].
+#[derive(Debug)]
+struct Seat {
+    index: usize,
+    balance: Arc<Balance>,
+    inbox: mpsc::UnboundedReceiver<Accepted>,
+}
+
+impl Balance {
+    fn new(workers: usize) -> (Arc<Balance>, Vec<mpsc::UnboundedReceiver<Accepted>>) {
+        let (senders, receivers) = (0..workers)
+            .map(|_| mpsc::unbounded_channel())
+            .unzip::<_, _, Vec<_>, Vec<_>>();
+        let balance = Balance {
+            open: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            inboxes: senders.into(),
+        };
+        (Arc::new(balance), receivers)
+    }
+
+    /// The worker to serve a new connection accepted by `me`, counted as open there from
+    /// now (so that a burst is spread before any of it is served).
+    fn pick(&self, me: usize) -> usize {
+        let load = |i: usize| self.open[i].load(Ordering::Relaxed);
+        let best =
+            (0..self.open.len()).fold(me, |best, i| if load(i) < load(best) { i } else { best });
+        self.open[best].fetch_add(1, Ordering::Relaxed);
+        best
+    }
+
+    fn closed(&self, worker: usize) {
+        self.open[worker].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The next connection for this loop to serve.
+enum Next {
+    Accepted(
+        io::Result<(tokio::net::TcpStream, SocketAddr)>,
+        OwnedSemaphorePermit,
+    ),
+    HandedOver(Accepted),
+    Stop,
+}
+
+async fn next_connection(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+    seat: Option<&mut Seat>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Next {
+    let accept = async {
+        // At the limit, stop accepting: new connections wait in the kernel's backlog.
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return Next::Stop;
+        };
+        Next::Accepted(listener.accept().await, permit)
+    };
+    let handed_over = async {
+        match seat {
+            Some(seat) => match seat.inbox.recv().await {
+                Some(accepted) => Next::HandedOver(accepted),
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        next = accept => next,
+        next = handed_over => next,
+        _ = shutdown.wait_for(|s| *s) => Next::Stop,
+    }
+}
+
+/// Serves a connection this worker accepted here, or hands it to a less busy worker
+/// (`None`).
+fn hand_over(
+    seat: &Seat,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> Option<(tokio::net::TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let balance = &seat.balance;
+    let target = balance.pick(seat.index);
+    if target == seat.index {
+        return Some((stream, peer, permit));
+    }
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "cannot hand a connection over");
+            balance.closed(target);
+            return None;
+        }
+    };
+    let returned = balance.inboxes[target]
+        .send(Accepted {
+            stream,
+            peer,
+            permit,
+        })
+        .err()?;
+    // That worker has stopped: serve it here after all.
+    balance.closed(target);
+    let Accepted {
+        stream,
+        peer,
+        permit,
+    } = returned.0;
+    let stream = tokio::net::TcpStream::from_std(stream).ok()?;
+    balance.open[seat.index].fetch_add(1, Ordering::Relaxed);
+    Some((stream, peer, permit))
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     kind: Listener,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
+    mut seat: Option<Seat>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = Arc::new(http_builder(&shared.limits, &shared.timeouts));
     loop {
-        // At the limit, stop accepting: new connections wait in the kernel's backlog.
-        let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => p,
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
-        let Ok(permit) = permit else { break };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(error) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer, permit) =
+            match next_connection(&listener, &connections, seat.as_mut(), &mut shutdown).await {
+                Next::Stop => break,
+                Next::Accepted(Ok((stream, peer)), permit) => match &seat {
+                    None => (stream, peer, permit),
+                    Some(seat) => match hand_over(seat, stream, peer, permit) {
+                        Some(mine) => mine,
+                        None => continue,
+                    },
+                },
+                Next::Accepted(Err(error), _permit) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Next::HandedOver(Accepted {
+                    stream,
+                    peer,
+                    permit,
+                }) => match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => (stream, peer, permit),
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "cannot take a connection over");
+                        if let Some(seat) = &seat {
+                            seat.balance.closed(seat.index);
+                        }
+                        continue;
+                    }
+                },
+            };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let kind = kind.clone();
+        let served_by = seat.as_ref().map(|s| (s.balance.clone(), s.index));
         tokio::spawn(async move {
             shared.metrics.connection_opened();
             match tls {
@@ -461,6 +619,9 @@ async fn accept_loop(
                 }
             }
             shared.metrics.connection_closed();
+            if let Some((balance, index)) = served_by {
+                balance.closed(index);
+            }
             drop(permit);
         });
     }

@@ -358,3 +358,55 @@ async fn access_log_has_the_decision_and_never_a_token() {
         assert!(!text.contains(payload_and_sig), "a token reached the log");
     }
 }
+
+#[tokio::test]
+async fn connections_are_spread_over_the_workers() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "workers = 2\n{}",
+        checked_route(&issuer, up, &["allUsers"])
+    ))
+    .await;
+    // A burst of keep-alive connections, as a load balancer's pool opens them (all queued
+    // before a worker wakes): each is answered and then held open.
+    let burst: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(gw.addr).unwrap())
+        .collect();
+    let mut held = Vec::new();
+    for stream in burst {
+        stream.set_nonblocking(true).unwrap();
+        held.push(tokio::net::TcpStream::from_std(stream).unwrap());
+    }
+    for stream in &mut held {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+    }
+    let text = client()
+        .get(gw.url("/_gatehouse/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let open = |worker: &str| -> i64 {
+        let series = format!("gatehouse_worker_connections_open{{worker=\"{worker}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let (a, b) = (open("0"), open("1"));
+    // The 20 held and the one asking for metrics.
+    assert_eq!(a + b, 21, "{text}");
+    assert!((a - b).abs() <= 3, "one worker holds {a}, the other {b}");
+    drop(held);
+}
