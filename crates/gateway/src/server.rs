@@ -606,16 +606,26 @@ async fn accept_loop(
                     serve_connection(stream, conn, kind, &shared, &builder, watcher).await
                 }
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(shared.timeouts.header_read, acceptor.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(stream)) => {
-                            let conn = ConnInfo::new(peer, true);
-                            serve_connection(stream, conn, kind, &shared, &builder, watcher).await
+                    // Boxed: a TLS connection's future is several times a plain one's, and
+                    // every plain connection would otherwise be allocated at its size.
+                    Box::pin(async {
+                        let handshake = tokio::time::timeout(
+                            shared.timeouts.header_read,
+                            acceptor.accept(stream),
+                        );
+                        match handshake.await {
+                            Ok(Ok(stream)) => {
+                                let conn = ConnInfo::new(peer, true);
+                                serve_connection(stream, conn, kind, &shared, &builder, watcher)
+                                    .await
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+                    })
+                    .await
                 }
             }
             shared.metrics.connection_closed();
@@ -688,7 +698,12 @@ async fn serve_connection<IO>(
             let (shared, kind, conn) = &*state;
             let request = request.map(Body::new);
             let response = match kind {
-                Listener::Main(upstreams) => stack::handle(shared, upstreams, conn, request).await,
+                // Boxed: hyper keeps room for one request's future in every connection for
+                // as long as it is open, idle or not; boxed, that room is a pointer and the
+                // request's state exists only while it is in flight.
+                Listener::Main(upstreams) => {
+                    Box::pin(stack::handle(shared, upstreams, conn, request)).await
+                }
                 Listener::Admin => stack::admin(shared, request).await,
             };
             Ok::<_, Infallible>(response)
