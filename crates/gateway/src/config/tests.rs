@@ -195,3 +195,17 @@ fn undefined_groups_are_found_case_insensitively() {
         vec![("secure", "ops@example.com")]
     );
 }
+
+#[test]
+fn workers_default_to_the_cpus_and_a_bad_count_is_refused_where_it_is() {
+    let c = Config::from_toml(GOOD, None).unwrap();
+    assert_eq!(c.workers, default_workers());
+    assert!(c.workers >= 1);
+    let c = Config::from_toml(&format!("workers = 3\n{GOOD}"), None).unwrap();
+    assert_eq!(c.workers, 3);
+    for bad in ["workers = 0", "workers = 257"] {
+        let e = err(&format!("{bad}\n{GOOD}"));
+        assert_eq!((e.line, e.column), (Some(1), Some(11)), "{bad}: {e}");
+        assert!(e.reason.contains("workers must be 1 to 256"), "{e}");
+    }
+}
