@@ -143,13 +143,15 @@ pub(crate) async fn forward(
     let started = Instant::now();
     // Waiting for a permit counts against the upstream timeout, as a queued request does on
     // Cloud Run.
-    let permit = match &route.concurrency {
-        None => None,
+    // `sent`: when the request goes upstream, after any wait for a permit; the upstream
+    // latency metric is the upstream's own time, not the queue's.
+    let (permit, sent) = match &route.concurrency {
+        None => (None, started),
         Some(permits) => {
             match tokio::time::timeout(shared.timeouts.upstream, permits.clone().acquire_owned())
                 .await
             {
-                Ok(Ok(permit)) => Some(permit),
+                Ok(Ok(permit)) => (Some(permit), Instant::now()),
                 Ok(Err(_)) | Err(_) => {
                     outcome.reason = Some("upstream_busy");
                     return error_response(
@@ -161,9 +163,9 @@ pub(crate) async fn forward(
             }
         }
     };
-    let remaining = shared.timeouts.upstream.saturating_sub(started.elapsed());
+    let remaining = shared.timeouts.upstream.saturating_sub(sent - started);
     let result = tokio::time::timeout(remaining, client.request(outgoing)).await;
-    shared.metrics.upstream_answered(started.elapsed());
+    shared.metrics.upstream_answered(sent.elapsed());
     let mut response = match result {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => match request_body_failure(&error) {

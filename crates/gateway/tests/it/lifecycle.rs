@@ -64,14 +64,7 @@ async fn file_change_reloads_policy_and_a_bad_file_keeps_the_old_one() {
             .status(),
         200
     );
-    let metrics = c
-        .get(gw.url("/_gatehouse/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     assert!(
         metrics.contains("gatehouse_config_reloads_total{result=\"error\"}"),
         "{metrics}"
@@ -388,14 +381,7 @@ async fn connections_are_spread_over_the_workers() {
         stream.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"HTTP/1.1 200");
     }
-    let text = client()
-        .get(gw.url("/_gatehouse/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gw).await;
     let open = |worker: &str| -> i64 {
         let series = format!("gatehouse_worker_connections_open{{worker=\"{worker}\"}} ");
         text.lines()

@@ -262,6 +262,7 @@ async fn keep_alive_reuses_one_connection() {
     for _ in 0..5 {
         assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
     }
+    // Asked on the same client: its one connection serves this too.
     let text = c
         .get(gw.url("/_gatehouse/metrics"))
         .send()
@@ -314,6 +315,16 @@ async fn concurrency_bounds_requests_in_flight_to_the_upstream_and_queues_the_re
         2,
         "at most two in flight, and two were"
     );
+    // The upstream latency is the upstream's own (150 ms each, 1.2 s for the eight), not the
+    // queue's: counting the waits for a permit it would be ~3 s.
+    let text = metrics_text(&gw).await;
+    let sum: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gatehouse_upstream_duration_seconds_sum "))
+        .unwrap_or_else(|| panic!("no upstream latency in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!((1.2..2.2).contains(&sum), "upstream latency sum {sum} s");
 }
 
 #[tokio::test]

@@ -270,6 +270,18 @@ allow = {members:?}
     )
 }
 
+/// The gateway's `/_gatehouse/metrics` text.
+pub async fn metrics_text(gw: &Running) -> String {
+    client()
+        .get(gw.url("/_gatehouse/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
