@@ -71,6 +71,10 @@ pub struct JwksCache {
     current: RwLock<Option<Arc<Snapshot>>>,
     /// Bumped on every successful fetch; waiters use it to see that someone else fetched.
     generation: AtomicU64,
+    /// The current snapshot's `refresh_at` and `usable_until`, readable without its lock
+    /// (the verified-token cache asks on every hit).
+    refresh_at: AtomicU64,
+    usable_until: AtomicU64,
     fetch_lock: tokio::sync::Mutex<()>,
     background_in_flight: AtomicBool,
     last_failure: Mutex<Option<(u64, String)>>,
@@ -95,6 +99,8 @@ impl JwksCache {
             config,
             current: RwLock::new(None),
             generation: AtomicU64::new(0),
+            refresh_at: AtomicU64::new(0),
+            usable_until: AtomicU64::new(0),
             fetch_lock: tokio::sync::Mutex::new(()),
             background_in_flight: AtomicBool::new(false),
             last_failure: Mutex::new(None),
@@ -114,6 +120,32 @@ impl JwksCache {
 
     fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.current.read().clone()
+    }
+
+    /// Which key set is current: read it before taking keys to verify with, and a later
+    /// [`vouches`](Self::vouches) knows whether the set has changed since.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a signature checked with key `kid` of generation `seen` still stands at
+    /// `now`: the keys are within their staleness bound and, if they were fetched again
+    /// since, still hold `kid` (a key the issuer withdrew vouches for nothing). Returns the
+    /// current generation when it does. Starts a background refresh when one is due, as
+    /// [`keys`](Self::keys) does, so a cache that only ever hits still notices rotation.
+    pub fn vouches(self: &Arc<Self>, kid: &str, seen: u64, now: u64) -> Option<u64> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if now >= self.usable_until.load(Ordering::Acquire) {
+            return None;
+        }
+        if now >= self.refresh_at.load(Ordering::Relaxed) {
+            self.refresh_in_background(now);
+        }
+        if generation == seen {
+            return Some(generation);
+        }
+        let snapshot = self.snapshot()?;
+        (now < snapshot.usable_until && snapshot.keys.get(kid).is_some()).then_some(generation)
     }
 
     /// The keys to verify with at `now`: the cached set while usable (starting a background
@@ -225,6 +257,10 @@ impl JwksCache {
             Ok(snapshot) => {
                 let keys = snapshot.keys.clone();
                 tracing::debug!(url = %self.url, keys = keys.len(), fresh_until = snapshot.fresh_until, "fetched issuer keys");
+                self.refresh_at
+                    .store(snapshot.refresh_at, Ordering::Relaxed);
+                self.usable_until
+                    .store(snapshot.usable_until, Ordering::Release);
                 *self.current.write() = Some(Arc::new(snapshot));
                 *self.last_failure.lock() = None;
                 self.generation.fetch_add(1, Ordering::AcqRel);

@@ -8,6 +8,7 @@ use crate::keys::KeySet;
 use crate::profile::{IssuerProfile, KeySource, ProfileKind};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::OnceCell;
 
 /// A verified caller. Only [`Verifier::verify`] makes one; cloning is cheap.
@@ -18,6 +19,17 @@ struct VerifiedToken {
     claims: Claims,
     profile: Arc<str>,
     kind: ProfileKind,
+    /// The fetched key that checked the signature, for the verified-token cache to ask
+    /// whether it is still published; `None` for a profile's static keys.
+    key: Option<KeyUsed>,
+}
+
+struct KeyUsed {
+    /// Index of the profile in `Verifier::trusted`.
+    trusted: usize,
+    kid: Box<str>,
+    /// The key cache's generation last seen to hold `kid`.
+    generation: AtomicU64,
 }
 
 impl fmt::Debug for Identity {
@@ -253,9 +265,11 @@ impl Verifier {
         }
         if let Some(cache) = &self.tokens {
             if let Some(identity) = cache.get(token) {
-                // An entry never outlives its token: past `exp` it is verified afresh
-                // (which then applies the leeway, or refuses).
-                if now < identity.expires_at() {
+                // An entry never outlives its token (past `exp` it is verified afresh, which
+                // then applies the leeway, or refuses), nor its key: once the issuer no
+                // longer publishes the key, or its keys are past their staleness bound, the
+                // token is verified afresh, as an uncached one would be.
+                if now < identity.expires_at() && self.key_still_stands(&identity, now) {
                     return Ok(identity);
                 }
             }
@@ -267,6 +281,31 @@ impl Verifier {
             }
         }
         Ok(identity)
+    }
+
+    fn key_still_stands(&self, identity: &Identity, now: u64) -> bool {
+        let Some(key) = &identity.0.key else {
+            return true;
+        };
+        let cache = match self.trusted.get(key.trusted).map(|t| &t.keys) {
+            Some(Keys::Static(_)) => return true,
+            Some(Keys::Cache(cache)) => cache,
+            Some(Keys::Discovery { cache, .. }) => match cache.get() {
+                Some(cache) => cache,
+                None => return false,
+            },
+            None => return false,
+        };
+        let seen = key.generation.load(Ordering::Relaxed);
+        match cache.vouches(&key.kid, seen, now) {
+            Some(generation) => {
+                if generation != seen {
+                    key.generation.store(generation, Ordering::Relaxed);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     async fn verify_uncached(&self, token: &str, now: u64) -> Result<Identity, Error> {
@@ -283,13 +322,14 @@ impl Verifier {
         }
         let claims = jws::decode_claims(compact.payload)?;
         // `iss` only selects which profile's keys to try; it is trusted after the signature.
-        let trusted = self
+        let index = self
             .trusted
             .iter()
-            .find(|t| t.profile.issuers.iter().any(|i| i == claims.issuer()))
+            .position(|t| t.profile.issuers.iter().any(|i| i == claims.issuer()))
             .ok_or_else(|| Error::WrongIssuer {
                 iss: claims.issuer().chars().take(128).collect(),
             })?;
+        let trusted = &self.trusted[index];
         let profile = &trusted.profile;
         if token.len() > profile.max_token_bytes {
             return Err(Error::TooLarge {
@@ -303,19 +343,32 @@ impl Verifier {
             });
         }
         let kid = header.kid.as_deref().ok_or(Error::MissingKid)?;
-        let keys = self.keys_for(trusted, kid, now).await?;
+        let (keys, generation) = self.keys_for(trusted, kid, now).await?;
         jws::verify_signature(&compact, &header, &keys, &profile.algorithms)?;
         check_claims(profile, &claims, now)?;
         Ok(Identity(Arc::new(VerifiedToken {
             claims,
             profile: trusted.name.clone(),
             kind: profile.kind.clone(),
+            key: generation.map(|generation| KeyUsed {
+                trusted: index,
+                kid: kid.into(),
+                generation: AtomicU64::new(generation),
+            }),
         })))
     }
 
-    async fn keys_for(&self, trusted: &Trusted, kid: &str, now: u64) -> Result<Arc<KeySet>, Error> {
+    /// The keys to check `kid`'s signature with, and (for fetched keys) the key cache's
+    /// generation read before them: were they fetched again meanwhile, the cache asks
+    /// about `kid` again on its next hit rather than trust a set it has not seen.
+    async fn keys_for(
+        &self,
+        trusted: &Trusted,
+        kid: &str,
+        now: u64,
+    ) -> Result<(Arc<KeySet>, Option<u64>), Error> {
         let cache = match &trusted.keys {
-            Keys::Static(set) => return Ok(set.clone()),
+            Keys::Static(set) => return Ok((set.clone(), None)),
             Keys::Cache(cache) => cache,
             Keys::Discovery {
                 issuer,
@@ -343,11 +396,13 @@ impl Verifier {
                     .await?
             }
         };
+        let generation = cache.generation();
         let keys = cache.keys(now).await?;
         if keys.get(kid).is_some() {
-            return Ok(keys);
+            return Ok((keys, Some(generation)));
         }
-        cache.keys_for_unknown_kid(kid, now).await
+        let keys = cache.keys_for_unknown_kid(kid, now).await?;
+        Ok((keys, Some(generation)))
     }
 
     async fn discover(&self, issuer: &str) -> Result<Arc<JwksCache>, Error> {

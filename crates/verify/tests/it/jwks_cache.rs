@@ -28,19 +28,6 @@ fn token_with_kid(kid: &str) -> String {
     )
 }
 
-/// Polls until the server has seen `n` fetches (background refreshes run on their own).
-async fn wait_for_fetches(server: &KeyServer, n: u64) {
-    let start = Instant::now();
-    while server.jwks_fetches() < n {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "expected {n} fetches, saw {}",
-            server.jwks_fetches()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Gives any wrongly started background fetch time to show up.
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(150)).await;

@@ -308,3 +308,17 @@ pub fn self_signed_pem(key: &SigningKey) -> String {
     params.not_before = rcgen::date_time_ymd(2000, 1, 1);
     params.self_signed(&pair).unwrap().pem()
 }
+
+/// Polls until the server has seen `n` fetches (background refreshes run on their own).
+pub async fn wait_for_fetches(server: &KeyServer, n: u64) {
+    // Wall-clock waits only; the cache itself runs on the pinned `now`.
+    let start = tokio::time::Instant::now();
+    while server.jwks_fetches() < n {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "expected {n} fetches, saw {}",
+            server.jwks_fetches()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -1,8 +1,10 @@
 //! The verified-token cache: a reused token costs a lookup, keyed by the whole token,
-//! never past `exp`, bounded.
+//! never past `exp`, never past its key (withdrawn by the issuer, or past the staleness
+//! bound), bounded.
 //!
-//! The cache is observed from outside by taking the key server away and moving `now` past
-//! the keys' staleness bound: only a cached token can still verify then.
+//! The cache is observed from outside by judging a token at a time its claims fail
+//! ([`BEFORE_IAT`]: issued in the future): a hit does not check them again, so only a cached
+//! token passes then.
 
 use crate::support::*;
 use gatehouse_verify::{CacheConfig, Verifier};
@@ -27,6 +29,10 @@ async fn verifier_with_server_gone(token_cache: usize, tokens: &[String]) -> Ver
     v
 }
 
+/// Ten minutes before the tokens' `iat`: a verification refuses them (`issued_in_future`),
+/// a cache hit, whose claims were checked when first seen, does not.
+const BEFORE_IAT: u64 = NOW - 600;
+
 fn token(sub: usize) -> String {
     sign(
         &RSA,
@@ -41,18 +47,45 @@ async fn a_reused_token_is_served_from_the_cache() {
     let t = token(1);
     let cached = verifier_with_server_gone(16, std::slice::from_ref(&t)).await;
     let first = cached.verify(&t, NOW).await.unwrap();
-    let later = cached.verify(&t, NOW + 1000).await.unwrap();
+    let later = cached.verify(&t, BEFORE_IAT).await.unwrap();
     assert_eq!(later.subject(), "user-1");
     assert!(later.claims() == first.claims());
-    // A token never seen needs the keys, which are gone.
+    // A token never seen is verified, and refused.
     assert_eq!(
-        refusal(&cached, &token(2), NOW + 1000).await,
-        "keys_unavailable"
+        refusal(&cached, &token(2), BEFORE_IAT).await,
+        "issued_in_future"
     );
-
-    // Without the cache the same reuse needs the keys too.
+    // Without the cache the same reuse is verified too.
     let uncached = verifier_with_server_gone(0, std::slice::from_ref(&t)).await;
-    assert_eq!(refusal(&uncached, &t, NOW + 1000).await, "keys_unavailable");
+    assert_eq!(refusal(&uncached, &t, BEFORE_IAT).await, "issued_in_future");
+
+    // The keys that checked it are past their staleness bound (NOW + 200, the key server
+    // gone): the cached token is verified afresh, as an uncached one, and cannot be.
+    assert_eq!(refusal(&cached, &t, NOW + 1000).await, "keys_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_is_verified_afresh_once_the_issuer_withdraws_its_key() {
+    let server = KeyServer::start(jwks_document(&[&RSA])).await;
+    server.set_cache_control("max-age=100");
+    let v = url_verifier(&server.jwks_url(), cache_config(), 16);
+    let t = token(1);
+    v.verify(&t, NOW).await.unwrap();
+    v.verify(&t, BEFORE_IAT).await.unwrap();
+
+    // The issuer rotates RSA out. The next refresh is due at NOW + 80 (80% of max-age):
+    // a cache hit starts it in the background, as a verification would.
+    server.set_document(jwks_document(&[&RSA_2]));
+    v.verify(&t, NOW + 90).await.unwrap();
+    wait_for_fetches(&server, 2).await;
+    // The fetch is counted when served; give the cache a moment to install it.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The withdrawn key vouches for nothing: the token is verified again and refused.
+    assert_eq!(refusal(&v, &t, NOW + 91).await, "unknown_kid");
+    // A token signed with a key still published stays cached across the refresh.
+    let kept = sign(&RSA_2, &claims_with(|_| {}));
+    v.verify(&kept, NOW + 92).await.unwrap();
+    v.verify(&kept, BEFORE_IAT).await.unwrap();
 }
 
 #[tokio::test]
@@ -120,7 +153,7 @@ async fn the_cache_is_bounded() {
     let v = verifier_with_server_gone(8, &tokens).await;
     let mut hits = 0;
     for t in &tokens {
-        if v.verify(t, NOW + 1000).await.is_ok() {
+        if v.verify(t, BEFORE_IAT).await.is_ok() {
             hits += 1;
         }
     }
