@@ -103,9 +103,12 @@ pub(crate) struct Forwarding {
 impl Forwarding {
     pub(crate) fn new(peer: SocketAddr, tls: bool) -> Self {
         let proto = if tls { "https" } else { "http" };
-        let (ip, quoted) = match peer.ip() {
-            std::net::IpAddr::V4(v4) => (v4.to_string(), v4.to_string()),
-            std::net::IpAddr::V6(v6) => (v6.to_string(), format!("\"[{v6}]\"")),
+        let ip = peer.ip().to_string();
+        // RFC 7239: an IPv6 node is bracketed and quoted.
+        let quoted = if peer.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.clone()
         };
         Forwarding {
             for_ip: HeaderValue::from_str(&ip).ok(),

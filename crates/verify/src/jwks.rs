@@ -78,6 +78,9 @@ pub struct JwksCache {
     fetch_lock: tokio::sync::Mutex<()>,
     background_in_flight: AtomicBool,
     last_failure: Mutex<Option<(u64, String)>>,
+    /// When `last_failure` happened (0: it did not), readable without its lock: every
+    /// request that sees a refresh due asks, and during an outage that is every request.
+    failed_at: AtomicU64,
     last_unknown_kid_fetch: AtomicU64,
     fetches: AtomicU64,
 }
@@ -104,6 +107,7 @@ impl JwksCache {
             fetch_lock: tokio::sync::Mutex::new(()),
             background_in_flight: AtomicBool::new(false),
             last_failure: Mutex::new(None),
+            failed_at: AtomicU64::new(0),
             last_unknown_kid_fetch: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
         }
@@ -195,7 +199,8 @@ impl JwksCache {
     }
 
     fn refresh_in_background(self: &Arc<Self>, now: u64) {
-        if self.in_failure_backoff(now) {
+        // A plain load first: while a refresh runs, the requests that see it due only read.
+        if self.background_in_flight.load(Ordering::Relaxed) || self.in_failure_backoff(now) {
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -222,10 +227,8 @@ impl JwksCache {
     }
 
     fn in_failure_backoff(&self, now: u64) -> bool {
-        self.last_failure
-            .lock()
-            .as_ref()
-            .is_some_and(|(at, _)| now < at.saturating_add(self.config.failure_backoff))
+        let at = self.failed_at.load(Ordering::Acquire);
+        at != 0 && now < at.saturating_add(self.config.failure_backoff)
     }
 
     /// Fetch while holding nothing: waits for an in-flight fetch, then fetches only if
@@ -263,12 +266,14 @@ impl JwksCache {
                     .store(snapshot.usable_until, Ordering::Release);
                 *self.current.write() = Some(Arc::new(snapshot));
                 *self.last_failure.lock() = None;
+                self.failed_at.store(0, Ordering::Release);
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 Ok(keys)
             }
             Err(reason) => {
                 tracing::warn!(url = %self.url, %reason, "fetching issuer keys failed");
                 *self.last_failure.lock() = Some((now, reason.clone()));
+                self.failed_at.store(now.max(1), Ordering::Release);
                 // The last good keys still serve within their staleness bound.
                 match self.snapshot() {
                     Some(s) if now < s.usable_until => Ok(s.keys.clone()),
