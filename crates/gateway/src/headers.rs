@@ -1,7 +1,9 @@
 //! Header rules of a front door: which client-sent headers are identity claims to remove,
 //! which are hop-by-hop, and the forwarding headers the upstream gets.
 
+use bytes::{BufMut as _, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Uri, request};
 use std::net::SocketAddr;
 
 pub(crate) const EMAIL: &str = "x-goog-authenticated-user-email";
@@ -147,6 +149,45 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, hop: &Forwarding, host: &He
     };
 }
 
+/// Moves a request head's bytes (its target and header values) into one allocation of
+/// their own.
+///
+/// hyper parses an HTTP/1 head as slices of the connection's read buffer (8 KiB at least),
+/// and looks for the client hanging up while the request is in flight, which needs that
+/// buffer writable: while any slice of it lives, hyper allocates the connection another
+/// one. So every busy connection held two read buffers, one only to keep its head alive.
+/// Copied out (the head's own size, usually well under 1 KiB), the buffer is reused.
+/// A value that will not re-parse (none should) keeps its slice: correct, only not detached.
+pub(crate) fn detach(head: &mut request::Parts) {
+    // Origin form (`/path?query`), as nearly every request comes, is the path and query
+    // alone; anything else (absolute form, authority form) is re-made from its text.
+    let origin_form = head.uri.scheme().is_none() && head.uri.authority().is_none();
+    let target = match (origin_form, head.uri.path_and_query()) {
+        (true, Some(pq)) => std::borrow::Cow::Borrowed(pq.as_str()),
+        _ => std::borrow::Cow::Owned(head.uri.to_string()),
+    };
+    let values: usize = head.headers.values().map(HeaderValue::len).sum();
+    let mut buf = BytesMut::with_capacity(target.len() + values);
+    buf.put_slice(target.as_bytes());
+    for value in head.headers.values() {
+        buf.put_slice(value.as_bytes());
+    }
+    let bytes = buf.freeze();
+    let mut at = target.len();
+    drop(target);
+    if let Ok(uri) = Uri::from_maybe_shared(bytes.slice(..at)) {
+        head.uri = uri;
+    }
+    for value in head.headers.values_mut() {
+        let end = at + value.len();
+        if let Ok(mut copy) = HeaderValue::from_maybe_shared(bytes.slice(at..end)) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+        at = end;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +245,44 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["forwarded"], "for=10.1.2.3;proto=http");
         assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn a_detached_head_reads_the_same_and_shares_no_bytes() {
+        let mut head = http::Request::builder()
+            .uri("/a/b?c=d&e")
+            .header("authorization", "Bearer t.o.k")
+            .header("x-many", "1")
+            .header("x-many", "2")
+            .header(
+                "user-agent",
+                HeaderValue::from_bytes(b"probe/1.0 \xe9").unwrap(),
+            )
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        head.headers
+            .get_mut("authorization")
+            .unwrap()
+            .set_sensitive(true);
+        let before = head.headers.clone();
+        let before_ptr = head.headers["x-many"].as_bytes().as_ptr();
+        detach(&mut head);
+        assert_eq!(head.uri, "/a/b?c=d&e");
+        assert_eq!(head.headers, before);
+        assert!(head.headers["authorization"].is_sensitive());
+        assert_ne!(head.headers["x-many"].as_bytes().as_ptr(), before_ptr);
+        let all: Vec<_> = head.headers.get_all("x-many").iter().collect();
+        assert_eq!(all, ["1", "2"]);
+
+        let mut absolute = http::Request::builder()
+            .uri("http://example.com:8080/p?q")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        detach(&mut absolute);
+        assert_eq!(absolute.uri, "http://example.com:8080/p?q");
     }
 }

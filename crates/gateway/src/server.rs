@@ -17,6 +17,7 @@ use crate::proxy::Upstreams;
 use crate::routes::Snapshot;
 use crate::stack::{self, ConnInfo};
 use axum::body::Body;
+use futures_util::future::Either;
 use gatehouse_verify::clock::{Clock, SystemClock};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -557,8 +559,9 @@ async fn accept_loop(
     mut seat: Option<Seat>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = Arc::new(http_builder(&shared.limits, &shared.timeouts));
+    // Every connection's task, so that a shutdown can wait for them to finish.
+    let connections_open = TaskTracker::new();
+    let builders = Arc::new(Builders::new(&shared.limits, &shared.timeouts));
     loop {
         let (stream, peer, permit) =
             match next_connection(&listener, &connections, seat.as_mut(), &mut shutdown).await {
@@ -593,17 +596,26 @@ async fn accept_loop(
             };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let builders = builders.clone();
+        let mut stop = shutdown.clone();
+        // A connection that sends nothing is idle, and has not started a head either.
+        let first_bytes_within = shared.timeouts.header_read.min(shared.timeouts.idle);
         let tls = tls.clone();
         let kind = kind.clone();
         let served_by = seat.as_ref().map(|s| (s.balance.clone(), s.index));
-        tokio::spawn(async move {
+        connections_open.spawn(async move {
             shared.metrics.connection_opened();
             match tls {
                 None => {
-                    let conn = ConnInfo::new(peer, false);
-                    serve_connection(stream, conn, kind, &shared, &builder, watcher).await
+                    let protocol = tokio::select! {
+                        protocol = sniff(&stream, first_bytes_within) => protocol,
+                        _ = stop.wait_for(|stopping| *stopping) => None,
+                    };
+                    if let Some(protocol) = protocol {
+                        let conn = ConnInfo::new(peer, false);
+                        serve_connection(stream, protocol, conn, kind, &shared, &builders, stop)
+                            .await
+                    }
                 }
                 Some(acceptor) => {
                     // Boxed: a TLS connection's future is several times a plain one's, and
@@ -615,9 +627,15 @@ async fn accept_loop(
                         );
                         match handshake.await {
                             Ok(Ok(stream)) => {
+                                let protocol = match stream.get_ref().1.alpn_protocol() {
+                                    Some(b"http/1.1") => Protocol::Http1,
+                                    _ => Protocol::Detect,
+                                };
                                 let conn = ConnInfo::new(peer, true);
-                                serve_connection(stream, conn, kind, &shared, &builder, watcher)
-                                    .await
+                                serve_connection(
+                                    stream, protocol, conn, kind, &shared, &builders, stop,
+                                )
+                                .await
                             }
                             Ok(Err(error)) => {
                                 tracing::debug!(%peer, %error, "TLS handshake failed")
@@ -637,13 +655,14 @@ async fn accept_loop(
     }
     // Stop accepting: the listener closes here, so new connections are refused.
     drop(listener);
+    connections_open.close();
     let grace = shared.timeouts.shutdown_grace;
     tracing::info!(
-        open = graceful.count(),
+        open = connections_open.len(),
         grace_seconds = grace.as_secs_f64(),
         "stopped accepting; draining in-flight requests"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(grace, connections_open.wait())
         .await
         .is_err()
     {
@@ -653,33 +672,73 @@ async fn accept_loop(
     }
 }
 
-fn http_builder(limits: &Limits, timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Bounds both the time to send a request head and the keep-alive wait between
-        // requests (hyper starts it when it begins reading the next head).
-        .header_read_timeout(timeouts.header_read)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(60)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    builder
+/// How a connection's protocol is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Its first bytes (or ALPN) say HTTP/1: served by hyper's HTTP/1 server directly.
+    Http1,
+    /// HTTP/2 or not yet known: hyper-util reads the preface and picks.
+    Detect,
+}
+
+/// A plain connection's protocol from its first bytes, peeked (left for hyper to read);
+/// `None` if it closed or sent nothing within `deadline`.
+///
+/// Why not let hyper-util's auto server pick every time: it reads the 24-byte HTTP/2
+/// preface's worth of bytes first and hands them to the HTTP/1 server ahead of the rest, so
+/// the first read is always partial and hyper grows the connection's read buffer from 8 to
+/// 16 KiB to fit the rest: 8 KiB more for every HTTP/1 connection for its whole life.
+async fn sniff(stream: &tokio::net::TcpStream, deadline: Duration) -> Option<Protocol> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut first = [0u8; PREFACE.len()];
+    match tokio::time::timeout(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => None,
+        // Only a prefix of the preface can still be HTTP/2 (or a method named `PRI`).
+        Ok(Ok(n)) if PREFACE.starts_with(&first[..n]) => Some(Protocol::Detect),
+        Ok(Ok(_)) => Some(Protocol::Http1),
+    }
+}
+
+/// The HTTP servers a connection is handed to, configured alike.
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+}
+
+impl Builders {
+    fn new(limits: &Limits, timeouts: &Timeouts) -> Self {
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            // Bounds both the time to send a request head and the keep-alive wait between
+            // requests (hyper starts it when it begins reading the next head).
+            .header_read_timeout(timeouts.header_read)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(60)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.header_read)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true);
+        Builders { auto, http1 }
+    }
 }
 
 async fn serve_connection<IO>(
     io: IO,
+    protocol: Protocol,
     conn: ConnInfo,
     kind: Listener,
     shared: &Arc<Shared>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    builders: &Builders,
+    mut stop: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -694,6 +753,14 @@ async fn serve_connection<IO>(
     let state = Arc::new((shared.clone(), kind, conn));
     let hyper_service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let state = state.clone();
+        // Here, before hyper reads again, not in the future: see `headers::detach`.
+        let request = if request.version() < http::Version::HTTP_2 {
+            let (mut head, body) = request.into_parts();
+            crate::headers::detach(&mut head);
+            hyper::Request::from_parts(head, body)
+        } else {
+            request
+        };
         async move {
             let (shared, kind, conn) = &*state;
             let request = request.map(Body::new);
@@ -709,21 +776,44 @@ async fn serve_connection<IO>(
             Ok::<_, Infallible>(response)
         }
     });
-    let connection = builder
-        .serve_connection_with_upgrades(io, hyper_service)
-        .into_owned();
-    let connection = watcher.watch(connection);
+    let connection = match protocol {
+        Protocol::Http1 => Either::Left(
+            builders
+                .http1
+                .serve_connection(io, hyper_service)
+                .with_upgrades(),
+        ),
+        Protocol::Detect => Either::Right(
+            builders
+                .auto
+                .serve_connection_with_upgrades(io, hyper_service)
+                .into_owned(),
+        ),
+    };
     tokio::pin!(connection);
     // Closed between `idle` and `idle + 2 * check` after its last byte.
     let check = (idle / 8).max(Duration::from_millis(50));
     let mut quiet_since = Instant::now();
+    let mut draining = false;
     loop {
+        let served = std::future::poll_fn(|cx| match connection.as_mut().as_pin_mut() {
+            Either::Left(http1) => http1.poll(cx).map_err(|e| e.to_string()),
+            Either::Right(detected) => detected.poll(cx).map_err(|e| e.to_string()),
+        });
         tokio::select! {
-            result = &mut connection => {
+            result = served => {
                 if let Err(error) = result {
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
                 return;
+            }
+            // Finish the request in flight (if any), then close.
+            _ = stop.wait_for(|stopping| *stopping), if !draining => {
+                draining = true;
+                match connection.as_mut().as_pin_mut() {
+                    Either::Left(http1) => http1.graceful_shutdown(),
+                    Either::Right(detected) => detected.graceful_shutdown(),
+                }
             }
             _ = tokio::time::sleep(check) => {
                 if activity.take() {

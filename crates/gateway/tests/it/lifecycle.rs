@@ -169,6 +169,24 @@ async fn tls_with_rustls() {
         upstream_headers(&seen).header("x-forwarded-proto"),
         Some("https")
     );
+    // ALPN decides the protocol: HTTP/2 when offered, HTTP/1.1 when that is all there is.
+    let token = issuer.token("a@example.com");
+    let r = c.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    let h1 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", gw.addr)
+        .http1_only()
+        .build()
+        .unwrap();
+    let r = h1.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
 }
 
 #[tokio::test]
@@ -395,4 +413,52 @@ async fn connections_are_spread_over_the_workers() {
     assert_eq!(a + b, 21, "{text}");
     assert!((a - b).abs() <= 3, "one worker holds {a}, the other {b}");
     drop(held);
+}
+
+/// The protocol is told from a connection's first bytes however they arrive: split
+/// HTTP/1 heads (one that could still be the HTTP/2 preface, one that cannot) and an HTTP/2
+/// preface sent in two pieces are each served in their protocol.
+#[tokio::test]
+async fn protocol_is_told_from_first_bytes_sent_in_pieces() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["allUsers"])).await;
+    async fn exchange(addr: std::net::SocketAddr, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for piece in pieces {
+            s.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer))
+            .await
+            .expect("no answer")
+            .unwrap();
+        answer.truncate(n);
+        answer
+    }
+    for pieces in [
+        &[&b"GE"[..], b"T / HTTP/1.1\r\nHost: a\r\n\r\n"][..],
+        &[
+            &b"P"[..],
+            b"OST / HTTP/1.1\r\nHost: a\r\ncontent-length: 0\r\n\r\n",
+        ][..],
+    ] {
+        let answer = exchange(gw.addr, pieces).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    // The preface in two pieces, then an empty SETTINGS frame: the server's first frame
+    // back is its own SETTINGS (type 4).
+    let answer = exchange(
+        gw.addr,
+        &[b"PRI * HT", b"TP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0"],
+    )
+    .await;
+    assert!(answer.len() >= 9, "{answer:?}");
+    assert_eq!(answer[3], 4, "{answer:?}");
 }
