@@ -94,7 +94,7 @@ NGINX
 
 # A gateway config: one route to the upstream, the token's issuer with its JWKS URL, any
 # authenticated caller allowed. Access log off (RUST_LOG=warn when started).
-bench_gateway_toml() { # listen-port upstream-port issuer jwks-url audience cache-entries
+bench_gateway_toml() { # listen-port upstream-port issuer jwks-url audience cache-entries [route-line]
   cat <<TOML
 listen = "127.0.0.1:$1"
 watch_seconds = 0
@@ -104,5 +104,6 @@ url = "$5"
 issuers = [{ profile = "$3", jwks = "$4" }]
 allow = ["allAuthenticatedUsers"]
 verified_token_cache = $6
+${7:-}
 TOML
 }

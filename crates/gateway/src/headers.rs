@@ -6,9 +6,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, request};
 use std::net::SocketAddr;
 
-pub(crate) const EMAIL: &str = "x-goog-authenticated-user-email";
-pub(crate) const USER_ID: &str = "x-goog-authenticated-user-id";
-pub(crate) const ASSERTION: &str = "x-goog-iap-jwt-assertion";
+// Names made at compile time: a name given as a `&str` is parsed and classified on every
+// use, several times per request.
+pub(crate) const EMAIL: HeaderName = HeaderName::from_static("x-goog-authenticated-user-email");
+pub(crate) const USER_ID: HeaderName = HeaderName::from_static("x-goog-authenticated-user-id");
+pub(crate) const ASSERTION: HeaderName = HeaderName::from_static("x-goog-iap-jwt-assertion");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// Google's prefix on the identity headers' values.
 pub(crate) const ACCOUNTS_PREFIX: &str = "accounts.google.com:";
 
@@ -126,15 +131,15 @@ impl Forwarding {
 /// when none).
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, hop: &Forwarding, host: &HeaderValue) {
     match &hop.for_ip {
-        Some(v) => headers.insert("x-forwarded-for", v.clone()),
-        None => headers.remove("x-forwarded-for"),
+        Some(v) => headers.insert(X_FORWARDED_FOR, v.clone()),
+        None => headers.remove(X_FORWARDED_FOR),
     };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(hop.proto));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
     let forwarded = if host.is_empty() {
-        headers.remove("x-forwarded-host");
+        headers.remove(X_FORWARDED_HOST);
         HeaderValue::from_str(&hop.forwarded)
     } else {
-        headers.insert("x-forwarded-host", host.clone());
+        headers.insert(X_FORWARDED_HOST, host.clone());
         let mut forwarded = String::with_capacity(hop.forwarded.len() + host.len() + 8);
         forwarded.push_str(&hop.forwarded);
         forwarded.push_str(";host=\"");
@@ -144,8 +149,8 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, hop: &Forwarding, host: &He
         HeaderValue::from_str(&forwarded)
     };
     match forwarded {
-        Ok(v) => headers.insert("forwarded", v),
-        Err(_) => headers.remove("forwarded"),
+        Ok(v) => headers.insert(header::FORWARDED, v),
+        Err(_) => headers.remove(header::FORWARDED),
     };
 }
 

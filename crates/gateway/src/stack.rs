@@ -332,8 +332,9 @@ async fn admit(
 /// `Authorization: Bearer`, as Cloud Run.
 fn extract_token(request: &Request) -> Option<Token> {
     let headers = request.headers();
-    let (header, value) = match headers.get(SERVERLESS_AUTHORIZATION) {
-        Some(v) => (HeaderName::from_static(SERVERLESS_AUTHORIZATION), v),
+    const SERVERLESS: HeaderName = HeaderName::from_static(SERVERLESS_AUTHORIZATION);
+    let (header, value) = match headers.get(SERVERLESS) {
+        Some(v) => (SERVERLESS, v),
         None => (header::AUTHORIZATION, headers.get(header::AUTHORIZATION)?),
     };
     bearer_value(value)?;
