@@ -274,7 +274,10 @@ impl Verifier {
                 }
             }
         }
-        let identity = self.verify_uncached(token, now).await?;
+        // Boxed: the uncached path (key fetches, discovery) is most of this future's size,
+        // and a caller holding the future for every request in flight (a proxy) would
+        // otherwise reserve it on every cache hit too.
+        let identity = Box::pin(self.verify_uncached(token, now)).await?;
         if let Some(cache) = &self.tokens {
             if now < identity.expires_at() {
                 cache.insert(token.into(), identity.clone());
