@@ -240,6 +240,8 @@ pub struct Config {
     /// When set, `/_gatehouse/metrics` is served here and no longer on `listen`.
     pub admin_listen: Option<SocketAddr>,
     pub tls: Option<TlsConfig>,
+    /// PEM certificates trusted for `https://` upstreams besides the system's roots.
+    pub upstream_ca: Option<PathBuf>,
     /// Threads serving `listen`, each with its own event loop and upstream connections.
     pub workers: usize,
     pub limits: Limits,
@@ -262,6 +264,7 @@ struct RawConfig {
     listen: Option<Spanned<String>>,
     admin_listen: Option<Spanned<String>>,
     tls: Option<RawTls>,
+    upstream_ca: Option<PathBuf>,
     workers: Option<Spanned<usize>>,
     #[serde(default)]
     limits: RawLimits,
@@ -540,6 +543,7 @@ impl Config {
             listen,
             admin_listen,
             tls,
+            upstream_ca: raw.upstream_ca.map(|ca| base.join(ca)),
             workers,
             limits,
             timeouts,
@@ -608,6 +612,7 @@ impl Config {
                     return Err(ConfigError::plain("--tls-cert and --tls-key go together"));
                 }
             },
+            upstream_ca: None,
             workers: default_workers(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
@@ -638,19 +643,19 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{s:?} is not a listen address like 127.0.0.1:8080"))
 }
 
-/// An upstream must be `http://host[:port][/base]`; `https` upstreams are not supported.
+/// An upstream is `http://host[:port][/base]` or `https://...`.
 pub(crate) fn parse_upstream(s: &str) -> Result<Uri, String> {
     let uri: Uri = s
         .parse()
         .map_err(|_| format!("upstream {s:?} is not a URL"))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(format!(
-                "upstream {s:?}: scheme {other:?} is not supported (use http://; TLS ends at the gateway)"
+                "upstream {s:?}: scheme {other:?} is not supported (use http:// or https://)"
             ));
         }
-        None => return Err(format!("upstream {s:?} needs http://")),
+        None => return Err(format!("upstream {s:?} needs http:// or https://")),
     }
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
         return Err(format!("upstream {s:?} has no host"));
@@ -847,6 +852,12 @@ fn compile_route(
                 format!("route {name:?}: rate_limit needs per_second > 0 and burst >= 1"),
             ));
         }
+    }
+    if raw.upstream_h2c && upstream.scheme_str() == Some("https") {
+        return Err(at.error(
+            Some(raw.upstream.span()),
+            format!("route {name:?}: upstream_h2c is HTTP/2 in cleartext; an https:// upstream is spoken to over TLS"),
+        ));
     }
     if let Some(c) = raw.concurrency {
         if !(1..=MAX_CONCURRENCY).contains(&c) {

@@ -10,28 +10,41 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
+use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{StatusCode, Version};
 use http_body_util::{BodyExt as _, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_rustls::rustls;
 
-/// The pooled upstream clients: HTTP/1.1, and h2c (prior knowledge) for routes that ask.
-/// One per worker: its connections are driven by that worker's event loop.
+/// The pooled upstream clients: HTTP/1.1, h2c (prior knowledge) for routes that ask, and
+/// HTTP/1.1 over TLS for `https://` upstreams. One per worker: its connections are driven
+/// by that worker's event loop.
 #[derive(Debug, Clone)]
 pub(crate) struct Upstreams {
     http1: Client<HttpConnector, Body>,
     h2c: Client<HttpConnector, Body>,
+    https: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl Upstreams {
-    pub(crate) fn new(timeouts: &Timeouts) -> Self {
+    pub(crate) fn new(timeouts: &Timeouts, tls: &Arc<rustls::ClientConfig>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeouts.connect));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        let mut tls_connector = connector.clone();
+        // The TLS layer above it takes `https://` URLs; this one only opens the TCP stream.
+        tls_connector.enforce_http(false);
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config(rustls::ClientConfig::clone(tls))
+            .https_only()
+            .enable_http1()
+            .wrap_connector(tls_connector);
         let base = || {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_idle_timeout(Duration::from_secs(90))
@@ -43,6 +56,7 @@ impl Upstreams {
         Upstreams {
             http1: base().build(connector.clone()),
             h2c: base().http2_only(true).build(connector),
+            https: base().build(https),
         }
     }
 }
@@ -122,8 +136,13 @@ pub(crate) async fn forward(
         parts.headers.insert(header::UPGRADE, u);
     }
     headers::set_forwarded(&mut parts.headers, &conn.forwarding, &ctx.host);
-    // The app sees the host the client asked for, as behind Cloud Run's front end.
-    if !ctx.host.is_empty() {
+    let tls_upstream = route.config.upstream.scheme() == Some(&Scheme::HTTPS);
+    if tls_upstream {
+        // Over TLS the upstream is a named host (its certificate, its virtual host): it gets
+        // its own name, set from the URL by the client; the client's is `X-Forwarded-Host`.
+        parts.headers.remove(header::HOST);
+    } else if !ctx.host.is_empty() {
+        // The app sees the host the client asked for, as behind Cloud Run's front end.
         parts.headers.insert(header::HOST, ctx.host.clone());
     }
     let limited = Body::new(Limited::new(body, clamp_usize(limits.max_body_bytes)));
@@ -131,14 +150,11 @@ pub(crate) async fn forward(
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = parts.headers;
-    let client = if route.config.upstream_h2c {
+    *outgoing.version_mut() = Version::HTTP_11;
+    if route.config.upstream_h2c {
         *outgoing.version_mut() = Version::HTTP_2;
         outgoing.headers_mut().remove(header::HOST);
-        &upstreams.h2c
-    } else {
-        *outgoing.version_mut() = Version::HTTP_11;
-        &upstreams.http1
-    };
+    }
 
     let started = Instant::now();
     // Waiting for a permit counts against the upstream timeout, as a queued request does on
@@ -164,7 +180,14 @@ pub(crate) async fn forward(
         }
     };
     let remaining = shared.timeouts.upstream.saturating_sub(sent - started);
-    let result = tokio::time::timeout(remaining, client.request(outgoing)).await;
+    let answer = if tls_upstream {
+        upstreams.https.request(outgoing)
+    } else if route.config.upstream_h2c {
+        upstreams.h2c.request(outgoing)
+    } else {
+        upstreams.http1.request(outgoing)
+    };
+    let result = tokio::time::timeout(remaining, answer).await;
     shared.metrics.upstream_answered(sent.elapsed());
     let mut response = match result {
         Ok(Ok(response)) => response,

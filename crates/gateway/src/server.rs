@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) timeouts: Timeouts,
     pub(crate) metrics_on_main: bool,
+    /// TLS to `https://` upstreams: the system's roots and `upstream_ca`, read at start.
+    pub(crate) upstream_tls: Arc<rustls::ClientConfig>,
     /// The access log's and metrics' route label for the gateway's own endpoints.
     pub(crate) own_route_name: Arc<str>,
     source: Option<PathBuf>,
@@ -148,7 +150,7 @@ fn reload(shared: &Shared) -> Result<u64, ConfigError> {
             tracing::info!(
                 generation,
                 routes = config.routes.len(),
-                "configuration reloaded (listen, TLS, limits, timeouts and assertion settings take effect on restart)"
+                "configuration reloaded (listen, TLS, upstream_ca, limits, timeouts and assertion settings take effect on restart)"
             );
             Ok(generation)
         }
@@ -194,6 +196,7 @@ impl Gateway {
             Some(tls) => Some(tls_acceptor(tls)?),
             None => None,
         };
+        let upstream_tls = upstream_tls(config.upstream_ca.as_deref())?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServeError::Bind(config.listen, e))?;
@@ -213,6 +216,7 @@ impl Gateway {
             limits: config.limits.clone(),
             timeouts: config.timeouts.clone(),
             metrics_on_main: config.admin_listen.is_none(),
+            upstream_tls,
             own_route_name: "_gatehouse".into(),
             watched: Mutex::new(config.watched_files.clone()),
             source: source.clone(),
@@ -391,7 +395,7 @@ impl Worker {
                     return;
                 }
             };
-            let upstreams = Arc::new(Upstreams::new(&shared.timeouts));
+            let upstreams = Arc::new(Upstreams::new(&shared.timeouts, &shared.upstream_tls));
             let serve = accept_loop(
                 listener,
                 tls,
@@ -922,6 +926,47 @@ fn tls_acceptor(tls: &crate::config::TlsConfig) -> Result<TlsAcceptor, ServeErro
         .map_err(|e| ServeError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The client side of TLS to upstreams: the system's root certificates plus those in
+/// `ca` (a private CA, a self-signed upstream). A system root that does not parse is
+/// skipped; a bad `ca` file refuses the start.
+fn upstream_tls(ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, ServeError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let system = rustls_native_certs::load_native_certs();
+    for error in &system.errors {
+        tracing::debug!(%error, "a system root certificate could not be read");
+    }
+    let (_, skipped) = roots.add_parsable_certificates(system.certs);
+    if skipped > 0 {
+        tracing::debug!(skipped, "system root certificates skipped");
+    }
+    if let Some(ca) = ca {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ServeError::Tls(format!("upstream_ca {}: {e}", ca.display())))?;
+        if certs.is_empty() {
+            return Err(ServeError::Tls(format!(
+                "upstream_ca {}: no certificate in it",
+                ca.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| ServeError::Tls(format!("upstream_ca {}: {e}", ca.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // No ALPN here: the connector sets it to the protocols it is built for.
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Loads every route's issuer keys in the background at start, so the first request does

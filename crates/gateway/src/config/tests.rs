@@ -113,6 +113,19 @@ fn bad_member_is_refused_with_its_line() {
 fn bad_upstream_issuer_policy_and_cors_are_located() {
     let e = err("[[route]]\nallow = [\"allUsers\"]\nupstream = \"ftp://x\"\n");
     assert_eq!(e.line, Some(3), "{e}");
+    // h2c is cleartext: not an https upstream's protocol.
+    let e = err(
+        "[[route]]\nallow = [\"allUsers\"]\nupstream_h2c = true\nupstream = \"https://x.example\"\n",
+    );
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.reason.contains("upstream_h2c"), "{e}");
+    let c = Config::from_toml(
+        "upstream_ca = \"ca.pem\"\n[[route]]\nallow = [\"allUsers\"]\nupstream = \"https://x.example/base\"\n",
+        Some(Path::new("/etc/gw/gw.toml")),
+    )
+    .unwrap();
+    assert_eq!(c.upstream_ca.as_deref(), Some(Path::new("/etc/gw/ca.pem")));
+    assert_eq!(c.routes[0].upstream.scheme_str(), Some("https"));
     let e = err(
         "[[route]]\nupstream = \"http://127.0.0.1:1\"\nurl = \"https://a\"\nallow = [\"allAuthenticatedUsers\"]\nissuers = [\"firebase:\"]\n",
     );

@@ -363,3 +363,77 @@ async fn a_malformed_chunked_body_is_the_clients_error_not_the_upstreams() {
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     assert!(head.contains("bad_request_body"), "{head}");
 }
+
+/// An `https://` upstream: its certificate is checked (a self-signed one is refused unless
+/// `upstream_ca` names it), it is sent its own name as `Host` (SNI and virtual host) with
+/// the client's in `X-Forwarded-Host`, and it gets the identity headers as any upstream.
+#[tokio::test]
+async fn https_upstreams_are_checked_and_get_their_own_host() {
+    let issuer = Issuer::start().await;
+    let (port, ca) = tls_echo_upstream().await;
+    let dir = temp_dir();
+    std::fs::write(dir.join("upstream-ca.pem"), ca).unwrap();
+    let route = checked_route(
+        &issuer,
+        "127.0.0.1:1".parse().unwrap(),
+        &["allAuthenticatedUsers"],
+    )
+    .replace("http://127.0.0.1:1", &format!("https://localhost:{port}"));
+    let token = issuer.token("a@example.com");
+
+    let trusting = gateway(&format!(
+        "upstream_ca = \"{}\"\n{route}",
+        dir.join("upstream-ca.pem").display()
+    ))
+    .await;
+    let seen = send(
+        client()
+            .get(trusting.url("/tls?x=1"))
+            .header("host", "app.example")
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(seen.status, 200, "{:?}", seen.body);
+    let up = upstream_headers(&seen);
+    assert_eq!(seen.body["uri"], "/tls?x=1");
+    assert_eq!(
+        up.header("host"),
+        Some(format!("localhost:{port}").as_str())
+    );
+    assert_eq!(up.header("x-forwarded-host"), Some("app.example"));
+    assert_eq!(
+        up.header("x-goog-authenticated-user-email"),
+        Some("accounts.google.com:a@example.com")
+    );
+    assert!(
+        up.header("authorization")
+            .is_some_and(|v| v.ends_with(".SIGNATURE_REMOVED_BY_GOOGLE"))
+    );
+
+    // Without the CA the certificate is not trusted: a 502, and nothing reaches the app.
+    let wary = gateway(&route).await;
+    let r = client()
+        .get(wary.url("/tls"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["reason"], "upstream_unavailable");
+
+    // A CA file that holds no certificate refuses the start, naming it.
+    std::fs::write(dir.join("not-a-ca.pem"), "hello").unwrap();
+    let config = gatehouse_gateway::Config::from_toml(
+        &format!(
+            "listen = \"127.0.0.1:0\"\nupstream_ca = \"{}\"\n{route}",
+            dir.join("not-a-ca.pem").display()
+        ),
+        None,
+    )
+    .unwrap();
+    let Err(error) = gatehouse_gateway::Gateway::bind(config, None).await else {
+        panic!("a CA file without a certificate was accepted");
+    };
+    assert!(error.to_string().contains("not-a-ca.pem"), "{error}");
+}
