@@ -69,15 +69,19 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
+    // The `Connection` values are held (shared, not copied) so the names they list can be
+    // removed while reading them. Nearly always there is one (`keep-alive`): only more
+    // than one costs a list.
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    let first = values.next().cloned();
+    let rest: Vec<HeaderValue> = values.cloned().collect();
+    for token in first
         .iter()
+        .chain(&rest)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    {
+        headers.remove(token.trim());
     }
     for n in HOP_BY_HOP {
         headers.remove(n);
@@ -97,7 +101,7 @@ pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// What this hop says of a connection in the forwarding headers, made once per connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Forwarding {
     /// `X-Forwarded-For`: the peer's address.
     for_ip: Option<HeaderValue>,
@@ -105,6 +109,9 @@ pub(crate) struct Forwarding {
     proto: &'static str,
     /// `Forwarded` up to the host: `for=...;proto=...`.
     forwarded: String,
+    /// The last host asked for on this connection and the `Forwarded` value made for it:
+    /// a connection's requests nearly always name the same host.
+    last: parking_lot::Mutex<Option<(HeaderValue, HeaderValue)>>,
 }
 
 impl Forwarding {
@@ -121,6 +128,7 @@ impl Forwarding {
             for_ip: HeaderValue::from_str(&ip).ok(),
             proto,
             forwarded: format!("for={quoted};proto={proto}"),
+            last: parking_lot::Mutex::new(None),
         }
     }
 }
@@ -135,23 +143,41 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, hop: &Forwarding, host: &He
         None => headers.remove(X_FORWARDED_FOR),
     };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
-    let forwarded = if host.is_empty() {
+    if host.is_empty() {
         headers.remove(X_FORWARDED_HOST);
-        HeaderValue::from_str(&hop.forwarded)
     } else {
         headers.insert(X_FORWARDED_HOST, host.clone());
-        let mut forwarded = String::with_capacity(hop.forwarded.len() + host.len() + 8);
-        forwarded.push_str(&hop.forwarded);
-        forwarded.push_str(";host=\"");
-        let text = String::from_utf8_lossy(host.as_bytes());
-        forwarded.extend(text.chars().filter(|c| !matches!(c, '"' | '\\')));
-        forwarded.push('"');
-        HeaderValue::from_str(&forwarded)
+    }
+    let mut last = hop.last.lock();
+    let forwarded = match &*last {
+        Some((seen, value)) if seen == host => Some(value.clone()),
+        _ => {
+            let made = forwarded_value(hop, host);
+            if let Some(value) = &made {
+                *last = Some((host.clone(), value.clone()));
+            }
+            made
+        }
     };
+    drop(last);
     match forwarded {
-        Ok(v) => headers.insert(header::FORWARDED, v),
-        Err(_) => headers.remove(header::FORWARDED),
+        Some(v) => headers.insert(header::FORWARDED, v),
+        None => headers.remove(header::FORWARDED),
     };
+}
+
+/// `Forwarded` (RFC 7239) for a request that asked for `host` (empty: none).
+fn forwarded_value(hop: &Forwarding, host: &HeaderValue) -> Option<HeaderValue> {
+    if host.is_empty() {
+        return HeaderValue::from_str(&hop.forwarded).ok();
+    }
+    let mut forwarded = String::with_capacity(hop.forwarded.len() + host.len() + 8);
+    forwarded.push_str(&hop.forwarded);
+    forwarded.push_str(";host=\"");
+    let text = String::from_utf8_lossy(host.as_bytes());
+    forwarded.extend(text.chars().filter(|c| !matches!(c, '"' | '\\')));
+    forwarded.push('"');
+    HeaderValue::from_str(&forwarded).ok()
 }
 
 /// Moves a request head's bytes (its target and header values) into one allocation of
@@ -250,6 +276,16 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["forwarded"], "for=10.1.2.3;proto=http");
         assert!(!h.contains_key("x-forwarded-host"));
+        // One connection's requests naming different hosts each get their own.
+        for host in ["a.example", "b.example", "a.example", ""] {
+            set_forwarded(&mut h, &hop, &HeaderValue::from_static(host));
+            let expected = if host.is_empty() {
+                "for=10.1.2.3;proto=http".to_owned()
+            } else {
+                format!("for=10.1.2.3;proto=http;host=\"{host}\"")
+            };
+            assert_eq!(h["forwarded"], expected.as_str());
+        }
     }
 
     #[test]

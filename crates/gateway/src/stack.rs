@@ -36,7 +36,7 @@ use std::time::Instant;
 
 /// What the connection knows: who is on the other end, and what this hop tells the
 /// upstream of it (the forwarding headers, which also say whether it came over TLS).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub forwarding: headers::Forwarding,
