@@ -12,7 +12,7 @@
 //! Time is the caller's `now` (Unix seconds), like everywhere in this crate.
 
 use crate::error::Error;
-use crate::keys::{KeyLimits, KeySet};
+use crate::keys::{KeyLimits, KeySet, PublicKey};
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -132,12 +132,13 @@ impl JwksCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Whether a signature checked with key `kid` of generation `seen` still stands at
-    /// `now`: the keys are within their staleness bound and, if they were fetched again
-    /// since, still hold `kid` (a key the issuer withdrew vouches for nothing). Returns the
+    /// Whether a signature checked with `key` of generation `seen` still stands at `now`:
+    /// the keys are within their staleness bound and, if they were fetched again since,
+    /// still hold that key, material and all (a key the issuer withdrew, or replaced under
+    /// the same kid, vouches for nothing). Returns the
     /// current generation when it does. Starts a background refresh when one is due, as
     /// [`keys`](Self::keys) does, so a cache that only ever hits still notices rotation.
-    pub fn vouches(self: &Arc<Self>, kid: &str, seen: u64, now: u64) -> Option<u64> {
+    pub fn vouches(self: &Arc<Self>, key: &PublicKey, seen: u64, now: u64) -> Option<u64> {
         let generation = self.generation.load(Ordering::Acquire);
         if now >= self.usable_until.load(Ordering::Acquire) {
             return None;
@@ -149,7 +150,11 @@ impl JwksCache {
             return Some(generation);
         }
         let snapshot = self.snapshot()?;
-        (now < snapshot.usable_until && snapshot.keys.get(kid).is_some()).then_some(generation)
+        let published = snapshot
+            .keys
+            .get(key.kid())
+            .is_some_and(|k| k.same_key(key));
+        (now < snapshot.usable_until && published).then_some(generation)
     }
 
     /// The keys to verify with at `now`: the cached set while usable (starting a background

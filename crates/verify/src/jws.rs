@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Malformed};
 use crate::json::{Field, StrictError, parse_members, parse_object};
-use crate::keys::{Algorithm, KeySet};
+use crate::keys::{Algorithm, KeySet, PublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
@@ -120,12 +120,13 @@ pub(crate) fn parse_claims(segment: &str) -> Result<Map<String, Value>, Error> {
 /// Checks the signature of `compact` with the key its `kid` names in `keys`, for an
 /// algorithm in `allowed`. Returns the header on success. A key verifies only the one
 /// algorithm of its own type.
-pub(crate) fn verify_signature(
+/// Returns the key that checked the signature.
+pub(crate) fn verify_signature<'k>(
     compact: &Compact<'_>,
     header: &Header,
-    keys: &KeySet,
+    keys: &'k KeySet,
     allowed: &[Algorithm],
-) -> Result<(), Error> {
+) -> Result<&'k PublicKey, Error> {
     if !allowed.contains(&header.alg) {
         return Err(Error::BadAlgorithm {
             alg: header.alg.jws_name().to_owned(),
@@ -148,7 +149,7 @@ pub(crate) fn verify_signature(
         return Err(Malformed::SignatureLength.into());
     }
     if key.verify(compact.signing_input.as_bytes(), &signature) {
-        Ok(())
+        Ok(key)
     } else {
         Err(Error::BadSignature)
     }

@@ -101,6 +101,12 @@ impl PublicKey {
         self.alg
     }
 
+    /// Whether `other` is this key: same algorithm and public key material (the kid aside).
+    pub fn same_key(&self, other: &PublicKey) -> bool {
+        self.alg == other.alg
+            && (Arc::ptr_eq(&self.key, &other.key) || (*self.key).as_ref() == (*other.key).as_ref())
+    }
+
     pub(crate) fn signature_length_ok(&self, len: usize) -> bool {
         len == self.signature_len
     }

@@ -4,7 +4,7 @@ use crate::claims::Claims;
 use crate::error::Error;
 use crate::jwks::{CacheConfig, JwksCache};
 use crate::jws::{self, Compact};
-use crate::keys::KeySet;
+use crate::keys::{KeySet, PublicKey};
 use crate::profile::{IssuerProfile, KeySource, ProfileKind};
 use std::fmt;
 use std::sync::Arc;
@@ -27,8 +27,10 @@ struct VerifiedToken {
 struct KeyUsed {
     /// Index of the profile in `Verifier::trusted`.
     trusted: usize,
-    kid: Box<str>,
-    /// The key cache's generation last seen to hold `kid`.
+    /// The key itself, not only its kid: an issuer publishing other material under the
+    /// same kid has withdrawn this key.
+    key: PublicKey,
+    /// The key cache's generation last seen to hold the key.
     generation: AtomicU64,
 }
 
@@ -300,7 +302,7 @@ impl Verifier {
             None => return false,
         };
         let seen = key.generation.load(Ordering::Relaxed);
-        match cache.vouches(&key.kid, seen, now) {
+        match cache.vouches(&key.key, seen, now) {
             Some(generation) => {
                 if generation != seen {
                     key.generation.store(generation, Ordering::Relaxed);
@@ -347,7 +349,7 @@ impl Verifier {
         }
         let kid = header.kid.as_deref().ok_or(Error::MissingKid)?;
         let (keys, generation) = self.keys_for(trusted, kid, now).await?;
-        jws::verify_signature(&compact, &header, &keys, &profile.algorithms)?;
+        let key = jws::verify_signature(&compact, &header, &keys, &profile.algorithms)?;
         check_claims(profile, &claims, now)?;
         Ok(Identity(Arc::new(VerifiedToken {
             claims,
@@ -355,7 +357,7 @@ impl Verifier {
             kind: profile.kind.clone(),
             key: generation.map(|generation| KeyUsed {
                 trusted: index,
-                kid: kid.into(),
+                key: key.clone(),
                 generation: AtomicU64::new(generation),
             }),
         })))

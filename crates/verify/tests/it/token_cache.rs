@@ -88,6 +88,30 @@ async fn a_cached_token_is_verified_afresh_once_the_issuer_withdraws_its_key() {
     v.verify(&kept, BEFORE_IAT).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_is_verified_afresh_once_its_kid_names_another_key() {
+    let server = KeyServer::start(jwks_document(&[&RSA])).await;
+    server.set_cache_control("max-age=100");
+    let v = url_verifier(&server.jwks_url(), cache_config(), 16);
+    let t = token(1);
+    v.verify(&t, NOW).await.unwrap();
+    v.verify(&t, BEFORE_IAT).await.unwrap();
+
+    // A refresh that brings the same key back (parsed anew) leaves the entry standing.
+    v.verify(&t, NOW + 90).await.unwrap();
+    wait_for_fetches(&server, 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    v.verify(&t, BEFORE_IAT).await.unwrap();
+
+    // The issuer now publishes other key material under the same kid: the key that
+    // checked the cached token is gone even though its kid is not.
+    server.set_document(jwks_document(&[&ATTACKER]));
+    v.verify(&t, NOW + 180).await.unwrap();
+    wait_for_fetches(&server, 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(refusal(&v, &t, NOW + 181).await, "bad_signature");
+}
+
 #[tokio::test]
 async fn the_cache_is_keyed_by_the_whole_token() {
     let v = Verifier::builder()
