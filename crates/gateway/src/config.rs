@@ -242,6 +242,10 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// PEM certificates trusted for `https://` upstreams besides the system's roots.
     pub upstream_ca: Option<PathBuf>,
+    /// Peers (load balancers, other proxies) whose forwarding headers are believed: a
+    /// request from one keeps them, and its client is the last address in
+    /// `X-Forwarded-For` that is not one of these.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Threads serving `listen`, each with its own event loop and upstream connections.
     pub workers: usize,
     pub limits: Limits,
@@ -265,6 +269,8 @@ struct RawConfig {
     admin_listen: Option<Spanned<String>>,
     tls: Option<RawTls>,
     upstream_ca: Option<PathBuf>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
     workers: Option<Spanned<usize>>,
     #[serde(default)]
     limits: RawLimits,
@@ -539,11 +545,27 @@ impl Config {
                 ));
             }
         };
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .map(|spec| {
+                parse_network(spec.get_ref()).ok_or_else(|| {
+                    at.error(
+                        Some(spec.span()),
+                        format!(
+                            "trusted_proxies: {:?} is not an address or a network like 10.0.0.0/8",
+                            spec.get_ref()
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             listen,
             admin_listen,
             tls,
             upstream_ca: raw.upstream_ca.map(|ca| base.join(ca)),
+            trusted_proxies,
             workers,
             limits,
             timeouts,
@@ -613,6 +635,7 @@ impl Config {
                 }
             },
             upstream_ca: None,
+            trusted_proxies: Vec::new(),
             workers: default_workers(),
             limits: Limits::default(),
             timeouts: Timeouts::default(),
@@ -636,6 +659,14 @@ pub struct Flags {
     pub jwks: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+}
+
+/// `10.0.0.0/8`, `::1/128`, or a bare address (that address alone).
+fn parse_network(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {

@@ -133,11 +133,21 @@ impl Forwarding {
     }
 }
 
-/// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` (RFC 7239) to what this hop saw,
-/// replacing client-sent values: the gateway is the front door, so nothing before it is
-/// trusted to say where a request came from. `host` is the `Host` the client sent (empty
-/// when none).
-pub(crate) fn set_forwarded(headers: &mut HeaderMap, hop: &Forwarding, host: &HeaderValue) {
+/// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` (RFC 7239). From a peer that is not
+/// a trusted proxy they say what this hop saw, replacing client-sent values: the gateway is
+/// the front door, so nothing before it is believed about where a request came from. From
+/// a trusted proxy they are kept and this hop is added. `host` is the `Host` the client
+/// sent (empty when none).
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    hop: &Forwarding,
+    host: &HeaderValue,
+    from_trusted_proxy: bool,
+) {
+    if from_trusted_proxy {
+        add_hop(headers, hop, host);
+        return;
+    }
     match &hop.for_ip {
         Some(v) => headers.insert(X_FORWARDED_FOR, v.clone()),
         None => headers.remove(X_FORWARDED_FOR),
@@ -164,6 +174,65 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, hop: &Forwarding, host: &He
         Some(v) => headers.insert(header::FORWARDED, v),
         None => headers.remove(header::FORWARDED),
     };
+}
+
+/// Behind a trusted proxy: its forwarding headers stay, this hop is appended to the lists,
+/// and proto and host are its word where it gave one.
+fn add_hop(headers: &mut HeaderMap, hop: &Forwarding, host: &HeaderValue) {
+    if let Some(ip) = &hop.for_ip {
+        let joined = joined_with(headers, &X_FORWARDED_FOR, ip.as_bytes());
+        headers.insert(X_FORWARDED_FOR, joined);
+    }
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
+    }
+    if !headers.contains_key(X_FORWARDED_HOST) && !host.is_empty() {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+    if let Some(element) = forwarded_value(hop, host) {
+        let joined = joined_with(headers, &header::FORWARDED, element.as_bytes());
+        headers.insert(header::FORWARDED, joined);
+    }
+}
+
+/// The values of list header `name`, then `last`, as one comma-separated value.
+fn joined_with(headers: &HeaderMap, name: &HeaderName, last: &[u8]) -> HeaderValue {
+    let mut joined = BytesMut::new();
+    for value in headers.get_all(name) {
+        joined.put_slice(value.as_bytes());
+        joined.put_slice(b", ");
+    }
+    joined.put_slice(last);
+    // Every part is a header value already: joined with ", ", still one.
+    HeaderValue::from_maybe_shared(joined.freeze()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The client behind a trusted proxy: the last address in `X-Forwarded-For` that is not a
+/// trusted proxy (the one the nearest trusted hop saw connect); entries further left were
+/// written by the client or by proxies nobody vouches for. If every entry is trusted, the
+/// first; if an entry is not an address, the last trusted hop before it (so `None` when it
+/// is the last entry or there are none).
+pub(crate) fn forwarded_client(
+    headers: &HeaderMap,
+    trusted: impl Fn(std::net::IpAddr) -> bool,
+) -> Option<std::net::IpAddr> {
+    let entries: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("!").split(','))
+        .collect();
+    let mut nearest = None;
+    for entry in entries.iter().rev() {
+        let Ok(ip) = entry.trim().parse::<std::net::IpAddr>() else {
+            return nearest;
+        };
+        let ip = ip.to_canonical();
+        nearest = Some(ip);
+        if !trusted(ip) {
+            break;
+        }
+    }
+    nearest
 }
 
 /// `Forwarded` (RFC 7239) for a request that asked for `host` (empty: none).
@@ -263,7 +332,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
         let hop = Forwarding::new("[::1]:5000".parse().unwrap(), true);
-        set_forwarded(&mut h, &hop, &HeaderValue::from_static("app.example"));
+        set_forwarded(
+            &mut h,
+            &hop,
+            &HeaderValue::from_static("app.example"),
+            false,
+        );
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(
@@ -271,14 +345,14 @@ mod tests {
             "for=\"[::1]\";proto=https;host=\"app.example\""
         );
         let hop = Forwarding::new("10.1.2.3:5000".parse().unwrap(), false);
-        set_forwarded(&mut h, &hop, &HeaderValue::from_static(""));
+        set_forwarded(&mut h, &hop, &HeaderValue::from_static(""), false);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["forwarded"], "for=10.1.2.3;proto=http");
         assert!(!h.contains_key("x-forwarded-host"));
         // One connection's requests naming different hosts each get their own.
         for host in ["a.example", "b.example", "a.example", ""] {
-            set_forwarded(&mut h, &hop, &HeaderValue::from_static(host));
+            set_forwarded(&mut h, &hop, &HeaderValue::from_static(host), false);
             let expected = if host.is_empty() {
                 "for=10.1.2.3;proto=http".to_owned()
             } else {
@@ -286,6 +360,38 @@ mod tests {
             };
             assert_eq!(h["forwarded"], expected.as_str());
         }
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_last_untrusted_address() {
+        let trusted = |ip: std::net::IpAddr| ip.to_string().starts_with("10.");
+        let client = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(X_FORWARDED_FOR, v.parse().unwrap());
+            }
+            forwarded_client(&h, trusted).map(|ip| ip.to_string())
+        };
+        assert_eq!(
+            client(&["1.1.1.1, 2.2.2.2, 10.0.0.1"]).as_deref(),
+            Some("2.2.2.2")
+        );
+        assert_eq!(
+            client(&["1.1.1.1", "2.2.2.2 ,10.0.0.1"]).as_deref(),
+            Some("2.2.2.2")
+        );
+        assert_eq!(client(&["10.0.0.3, 10.0.0.1"]).as_deref(), Some("10.0.0.3"));
+        assert_eq!(
+            client(&["::ffff:10.0.0.9, 2001:db8::1"]).as_deref(),
+            Some("2001:db8::1")
+        );
+        // Nothing left of an entry that is not an address is believed.
+        assert_eq!(
+            client(&["1.1.1.1, garbage, 10.0.0.1"]).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(client(&["1.1.1.1, garbage"]), None);
+        assert_eq!(client(&[]), None);
     }
 
     #[test]

@@ -135,7 +135,12 @@ pub(crate) async fn forward(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, u);
     }
-    headers::set_forwarded(&mut parts.headers, &conn.forwarding, &ctx.host);
+    headers::set_forwarded(
+        &mut parts.headers,
+        &conn.forwarding,
+        &ctx.host,
+        ctx.via_trusted_proxy,
+    );
     let tls_upstream = route.config.upstream.scheme() == Some(&Scheme::HTTPS);
     if tls_upstream {
         // Over TLS the upstream is a named host (its certificate, its virtual host): it gets

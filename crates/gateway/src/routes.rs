@@ -126,6 +126,7 @@ pub struct Snapshot {
     pub routes: Vec<Arc<Route>>,
     pub groups: Groups,
     pub generation: u64,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Snapshot {
@@ -140,7 +141,12 @@ impl Snapshot {
             routes,
             groups: config.groups.clone(),
             generation: previous.map_or(1, |p| p.generation + 1),
+            trusted_proxies: config.trusted_proxies.clone(),
         })
+    }
+
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&peer))
     }
 
     /// The route for a request: host-specific routes before host-less ones, then the

@@ -30,7 +30,7 @@ use gatehouse_verify::members::RUN_INVOKER;
 use gatehouse_verify::verifier::Identity;
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,6 +62,10 @@ pub(crate) struct Ctx {
     /// `Host`); empty when the request named none.
     pub host: HeaderValue,
     pub identity_endpoint: bool,
+    /// The connection's peer is a trusted proxy (its forwarding headers are believed).
+    pub via_trusted_proxy: bool,
+    /// The client's address: the peer's, or behind a trusted proxy the one it reported.
+    pub client: IpAddr,
 }
 
 /// The token a request carries: the header it came in, whose value is kept whole (a
@@ -93,6 +97,8 @@ pub(crate) struct Outcome {
     pub reason: Option<&'static str>,
     pub denied: bool,
     pub caller: Option<Identity>,
+    /// The client's address when it is not the peer's (behind a trusted proxy).
+    pub client: Option<IpAddr>,
 }
 
 impl Outcome {
@@ -173,7 +179,7 @@ pub(crate) async fn handle(
         reason = outcome.reason.unwrap_or(""),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         email = outcome.caller.as_ref().and_then(Identity::email).unwrap_or(""),
-        client = %conn.peer.ip(),
+        client = %outcome.client.unwrap_or(conn.peer.ip()),
         "request"
     );
     response
@@ -195,7 +201,7 @@ async fn route_request(
     mut request: Request,
     outcome: &mut Outcome,
 ) -> Response {
-    let ctx = match select_route(shared, request.uri(), request.headers(), outcome).await {
+    let ctx = match select_route(shared, conn, request.uri(), request.headers(), outcome).await {
         Ok(ctx) => ctx,
         Err(answer) => return answer,
     };
@@ -243,6 +249,7 @@ async fn route_request(
 /// no caller (health, readiness, keys, metrics).
 async fn select_route(
     shared: &Arc<Shared>,
+    conn: &ConnInfo,
     uri: &http::Uri,
     headers: &http::HeaderMap,
     outcome: &mut Outcome,
@@ -287,12 +294,23 @@ async fn select_route(
     if !identity_endpoint {
         outcome.route = Some(route.name.clone());
     }
+    let peer = conn.peer.ip().to_canonical();
+    let via_trusted_proxy = !snapshot.trusted_proxies.is_empty() && snapshot.trusts(peer);
+    let client = if via_trusted_proxy {
+        let client = headers::forwarded_client(headers, |ip| snapshot.trusts(ip)).unwrap_or(peer);
+        outcome.client = Some(client);
+        client
+    } else {
+        peer
+    };
     Ok(Ctx {
         snapshot,
         route,
         now,
         host,
         identity_endpoint,
+        via_trusted_proxy,
+        client,
     })
 }
 
@@ -319,7 +337,7 @@ async fn admit(
         }
     }
     // After authorize, so buckets are per verified identity, never per claimed one.
-    if let Err(refusal) = rate_limit(ctx, conn, &verdict, outcome) {
+    if let Err(refusal) = rate_limit(ctx, &verdict, outcome) {
         return refusal;
     }
     if let Verdict::Verified(identity) = &verdict {
@@ -425,12 +443,7 @@ fn authorize(ctx: &Ctx, verdict: &Verdict, outcome: &mut Outcome) -> Result<(), 
     }
 }
 
-fn rate_limit(
-    ctx: &Ctx,
-    conn: &ConnInfo,
-    verdict: &Verdict,
-    outcome: &mut Outcome,
-) -> Result<(), Response> {
+fn rate_limit(ctx: &Ctx, verdict: &Verdict, outcome: &mut Outcome) -> Result<(), Response> {
     let Some(limiter) = &ctx.route.limiter else {
         return Ok(());
     };
@@ -439,7 +452,7 @@ fn rate_limit(
             Some(email) => format!("email:{}", email.to_ascii_lowercase()),
             None => format!("sub:{}:{}", id.issuer(), id.subject()),
         },
-        _ => format!("ip:{}", conn.peer.ip()),
+        _ => format!("ip:{}", ctx.client),
     };
     match limiter.check(&caller, Instant::now()) {
         Ok(()) => Ok(()),

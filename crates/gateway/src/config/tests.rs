@@ -127,6 +127,18 @@ fn bad_upstream_issuer_policy_and_cors_are_located() {
     assert_eq!(c.upstream_ca.as_deref(), Some(Path::new("/etc/gw/ca.pem")));
     assert_eq!(c.routes[0].upstream.scheme_str(), Some("https"));
     let e = err(
+        "trusted_proxies = [\"10.0.0.0/8\",\n  \"10.0.0.0/33\"]\n[[route]]\nallow = [\"allUsers\"]\nupstream = \"http://x\"\n",
+    );
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.reason.contains("trusted_proxies"), "{e}");
+    let c = Config::from_toml(
+        "trusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.0.2.7\"]\n[[route]]\nallow = [\"allUsers\"]\nupstream = \"http://x\"\n",
+        None,
+    )
+    .unwrap();
+    let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+    let e = err(
         "[[route]]\nupstream = \"http://127.0.0.1:1\"\nurl = \"https://a\"\nallow = [\"allAuthenticatedUsers\"]\nissuers = [\"firebase:\"]\n",
     );
     assert_eq!(e.line, Some(5), "{e}");

@@ -74,6 +74,55 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     }
 }
 
+/// Behind a load balancer named in `trusted_proxies` its forwarding headers are kept and
+/// this hop appended; the client is the last untrusted address in `X-Forwarded-For`, so
+/// what a client writes there itself is never taken for its address, and unauthenticated
+/// callers are rate-limited per client, not all as the balancer.
+#[tokio::test]
+async fn a_trusted_proxys_forwarding_headers_are_kept_and_name_the_client() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n{}rate_limit = {{ per_second = 0.01, burst = 1 }}\n",
+        checked_route(&issuer, up, &["allUsers"])
+    ))
+    .await;
+    let via_balancer = |forwarded_for: &str| {
+        client()
+            .get(gw.url("/"))
+            .header("host", "public.example")
+            .header("x-forwarded-for", forwarded_for.to_owned())
+            .header("x-forwarded-proto", "https")
+            .header("forwarded", "for=203.0.113.7;proto=https")
+    };
+    // The client wrote 6.6.6.6 itself; the balancer (10.0.0.2) saw 203.0.113.7 connect.
+    let seen = send(via_balancer("6.6.6.6, 203.0.113.7, 10.0.0.2")).await;
+    assert_eq!(seen.status, 200);
+    let up_h = upstream_headers(&seen);
+    assert_eq!(
+        up_h.header("x-forwarded-for"),
+        Some("6.6.6.6, 203.0.113.7, 10.0.0.2, 127.0.0.1")
+    );
+    assert_eq!(up_h.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(up_h.header("x-forwarded-host"), Some("public.example"));
+    assert_eq!(
+        up_h.header("forwarded"),
+        Some("for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host=\"public.example\"")
+    );
+    // One bucket per client: 203.0.113.7 has spent its one request, 198.51.100.9 has not,
+    // whatever the client-written entries say.
+    let r = via_balancer("1.2.3.4, 203.0.113.7, 10.0.0.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let r = via_balancer("203.0.113.7, 198.51.100.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn forwarding_headers_are_set_and_hop_by_hop_removed() {
     let issuer = Issuer::start().await;
