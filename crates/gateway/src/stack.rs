@@ -40,6 +40,9 @@ use std::time::Instant;
 pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub forwarding: headers::Forwarding,
+    /// The last token this connection forwarded with its signature removed, and that value:
+    /// a client sends the same token until it expires.
+    last_token: parking_lot::Mutex<Option<(HeaderValue, HeaderValue)>>,
 }
 
 impl ConnInfo {
@@ -47,7 +50,24 @@ impl ConnInfo {
         ConnInfo {
             peer,
             forwarding: headers::Forwarding::new(peer, tls),
+            last_token: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// `token`'s header value with the signature removed, made once per token a
+    /// connection sends.
+    fn signature_removed(&self, token: &Token) -> Option<HeaderValue> {
+        let mut last = self.last_token.lock();
+        if let Some((seen, removed)) = &*last {
+            if *seen == token.value {
+                return Some(removed.clone());
+            }
+        }
+        let removed = signature_removed(token.as_str())?;
+        // Its own copy: the request's value shares the whole request head's bytes.
+        let seen = HeaderValue::from_bytes(token.value.as_bytes()).ok()?;
+        *last = Some((seen, removed.clone()));
+        Some(removed)
     }
 }
 
@@ -74,11 +94,17 @@ pub(crate) struct Ctx {
 struct Token {
     header: HeaderName,
     value: HeaderValue,
+    /// Where the token is in `value` (after the scheme), found once.
+    at: std::ops::Range<usize>,
 }
 
 impl Token {
     fn as_str(&self) -> &str {
-        bearer_value(&self.value).unwrap_or_default()
+        self.value
+            .as_bytes()
+            .get(self.at.clone())
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -341,7 +367,14 @@ async fn admit(
         return refusal;
     }
     if let Verdict::Verified(identity) = &verdict {
-        set_identity(shared, ctx, identity, token.as_ref(), request.headers_mut());
+        set_identity(
+            shared,
+            conn,
+            ctx,
+            identity,
+            token.as_ref(),
+            request.headers_mut(),
+        );
     }
     crate::proxy::forward(shared, upstreams, conn, ctx, request, outcome).await
 }
@@ -355,10 +388,12 @@ fn extract_token(request: &Request) -> Option<Token> {
         Some(v) => (SERVERLESS, v),
         None => (header::AUTHORIZATION, headers.get(header::AUTHORIZATION)?),
     };
-    bearer_value(value)?;
+    let token = bearer_value(value)?;
+    let start = token.as_ptr() as usize - value.as_bytes().as_ptr() as usize;
     Some(Token {
         header,
         value: value.clone(),
+        at: start..start + token.len(),
     })
 }
 
@@ -475,6 +510,7 @@ fn rate_limit(ctx: &Ctx, verdict: &Verdict, outcome: &mut Outcome) -> Result<(),
 /// exactly one value of each, the gateway's.
 fn set_identity(
     shared: &Shared,
+    conn: &ConnInfo,
     ctx: &Ctx,
     identity: &Identity,
     token: Option<&Token>,
@@ -502,7 +538,7 @@ fn set_identity(
     };
     match route.config.forward_token {
         crate::config::ForwardToken::SignatureRemoved => {
-            if let Some(v) = signature_removed(token.as_str()) {
+            if let Some(v) = conn.signature_removed(token) {
                 h.insert(token.header.clone(), v);
             }
         }
