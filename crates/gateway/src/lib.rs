@@ -6,6 +6,7 @@
 //! - [`stack`]: the request path, built in one function
 //!   (strip identity headers -> extract token -> verify -> authorize -> set identity -> proxy);
 //! - [`proxy`]: streaming forwarding to the upstream, WebSocket upgrades;
+//! - `pool`: a worker's plain HTTP/1.1 upstream connections;
 //! - [`assertion`]: IAP-shaped ES256 assertions, cached per identity and route;
 //! - [`server`]: listeners, TLS, limits, graceful shutdown and reload.
 
@@ -15,6 +16,7 @@ mod cors;
 mod endpoints;
 mod headers;
 pub mod metrics;
+mod pool;
 mod proxy;
 mod ratelimit;
 pub mod routes;

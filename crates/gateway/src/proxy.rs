@@ -4,6 +4,7 @@
 
 use crate::config::{Limits, Timeouts};
 use crate::headers;
+use crate::pool::{Http1Pool, Leased};
 use crate::server::Shared;
 use crate::stack::{ConnInfo, Ctx, Outcome, error_response};
 use axum::body::Body;
@@ -26,7 +27,7 @@ use tokio_rustls::rustls;
 /// by that worker's event loop.
 #[derive(Debug, Clone)]
 pub(crate) struct Upstreams {
-    http1: Client<HttpConnector, Body>,
+    pub(crate) http1: Arc<Http1Pool>,
     h2c: Client<HttpConnector, Body>,
     https: Client<HttpsConnector<HttpConnector>, Body>,
 }
@@ -54,7 +55,7 @@ impl Upstreams {
             b
         };
         Upstreams {
-            http1: base().build(connector.clone()),
+            http1: Arc::new(Http1Pool::new(connector.clone())),
             h2c: base().http2_only(true).build(connector),
             https: base().build(https),
         }
@@ -185,18 +186,45 @@ pub(crate) async fn forward(
         }
     };
     let remaining = shared.timeouts.upstream.saturating_sub(sent - started);
-    let answer = if tls_upstream {
-        upstreams.https.request(outgoing)
-    } else if route.config.upstream_h2c {
-        upstreams.h2c.request(outgoing)
-    } else {
-        upstreams.http1.request(outgoing)
+    let answer = async {
+        if tls_upstream {
+            upstreams
+                .https
+                .request(outgoing)
+                .await
+                .map(|r| (r, None))
+                .map_err(BoxError::from)
+        } else if route.config.upstream_h2c {
+            upstreams
+                .h2c
+                .request(outgoing)
+                .await
+                .map(|r| (r, None))
+                .map_err(BoxError::from)
+        } else {
+            // The pool's connections take the target in origin form, and a `Host`.
+            let path = outgoing.uri().path_and_query().cloned();
+            *outgoing.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+            if !outgoing.headers().contains_key(header::HOST) {
+                if let Some(authority) = route.config.upstream.authority() {
+                    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                        outgoing.headers_mut().insert(header::HOST, host);
+                    }
+                }
+            }
+            upstreams
+                .http1
+                .send(&route.config.upstream, outgoing)
+                .await
+                .map(|(r, lease)| (r, Some(lease)))
+                .map_err(BoxError::from)
+        }
     };
     let result = tokio::time::timeout(remaining, answer).await;
     shared.metrics.upstream_answered(sent.elapsed());
-    let mut response = match result {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => match request_body_failure(&error) {
+    let (mut response, lease) = match result {
+        Ok(Ok(answered)) => answered,
+        Ok(Err(error)) => match request_body_failure(&*error) {
             Some(BodyFailure::TooLarge) => {
                 outcome.reason = Some("body_too_large");
                 return error_response(
@@ -210,7 +238,7 @@ pub(crate) async fn forward(
                 return error_response(StatusCode::BAD_REQUEST, "bad_request", "bad_request_body");
             }
             None => {
-                tracing::warn!(route = %route.name, error = %error_chain(&error), "upstream request failed");
+                tracing::warn!(route = %route.name, error = %error_chain(&*error), "upstream request failed");
                 outcome.reason = Some("upstream_unavailable");
                 return error_response(
                     StatusCode::BAD_GATEWAY,
@@ -257,6 +285,10 @@ pub(crate) async fn forward(
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    let body = match lease {
+        Some(lease) => Body::new(Leased::new(body, lease)),
+        None => Body::new(body),
+    };
     let body = match permit {
         // The request holds its permit until the response body is finished (or dropped):
         // the upstream connection is busy until then.
@@ -268,6 +300,8 @@ pub(crate) async fn forward(
     };
     Response::from_parts(parts, body)
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How the client's request body failed while it was being forwarded.
 enum BodyFailure {

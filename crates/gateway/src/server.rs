@@ -396,6 +396,18 @@ impl Worker {
                 }
             };
             let upstreams = Arc::new(Upstreams::new(&shared.timeouts, &shared.upstream_tls));
+            let pool = Arc::downgrade(&upstreams.http1);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(30));
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    match pool.upgrade() {
+                        Some(pool) => pool.sweep(),
+                        None => return,
+                    }
+                }
+            });
             let serve = accept_loop(
                 listener,
                 tls,
