@@ -17,7 +17,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,7 +42,10 @@ pub(crate) enum PoolError {
 
 pub(crate) struct Http1Pool {
     connector: HttpConnector,
-    idle: parking_lot::Mutex<HashMap<Authority, VecDeque<Idle>>>,
+    /// Per origin, oldest first. A list searched in order, not a hash map: a worker talks
+    /// to a handful of origins, and hashing an `Authority` (byte by byte, lowercased) cost
+    /// more than the rest of taking and returning a connection.
+    idle: parking_lot::Mutex<Vec<(Authority, VecDeque<Idle>)>>,
 }
 
 struct Idle {
@@ -73,7 +76,7 @@ impl Http1Pool {
     pub(crate) fn new(connector: HttpConnector) -> Self {
         Http1Pool {
             connector,
-            idle: parking_lot::Mutex::new(HashMap::new()),
+            idle: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -126,7 +129,7 @@ impl Http1Pool {
     /// The most recently used idle connection still open.
     fn take(&self, origin: &Authority) -> Option<http1::SendRequest<Body>> {
         let mut idle = self.idle.lock();
-        let list = idle.get_mut(origin)?;
+        let (_, list) = idle.iter_mut().find(|(o, _)| o == origin)?;
         while let Some(entry) = list.pop_back() {
             if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_FOR {
                 return Some(entry.sender);
@@ -141,7 +144,14 @@ impl Http1Pool {
         }
         let now = Instant::now();
         let mut idle = self.idle.lock();
-        let list = idle.entry(origin).or_default();
+        let at = match idle.iter().position(|(o, _)| *o == origin) {
+            Some(at) => at,
+            None => {
+                idle.push((origin, VecDeque::new()));
+                idle.len() - 1
+            }
+        };
+        let list = &mut idle[at].1;
         // The oldest are at the front: drop those past their time, or beyond the bound.
         while list
             .front()
@@ -157,7 +167,7 @@ impl Http1Pool {
     /// with none (a route removed by a reload leaves its connections here otherwise).
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
-        self.idle.lock().retain(|_, list| {
+        self.idle.lock().retain_mut(|(_, list)| {
             list.retain(|e| now.duration_since(e.since) < IDLE_FOR && !e.sender.is_closed());
             !list.is_empty()
         });
@@ -165,7 +175,7 @@ impl Http1Pool {
 
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.idle.lock().values().map(VecDeque::len).sum()
+        self.idle.lock().iter().map(|(_, list)| list.len()).sum()
     }
 }
 
@@ -301,6 +311,20 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(exchange(&pool, &uri).await, "hello");
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn each_origin_keeps_its_own_connections() {
+        let (a, a_connections) = upstream("from a", 10).await;
+        let (b, b_connections) = upstream("from b", 10).await;
+        let pool = Arc::new(Http1Pool::new(HttpConnector::new()));
+        for _ in 0..3 {
+            assert_eq!(exchange(&pool, &a).await, "from a");
+            assert_eq!(exchange(&pool, &b).await, "from b");
+        }
+        assert_eq!(a_connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(b_connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 2);
     }
 
     #[tokio::test]
