@@ -187,20 +187,13 @@ pub(crate) async fn forward(
     };
     let remaining = shared.timeouts.upstream.saturating_sub(sent - started);
     let answer = async {
-        if tls_upstream {
-            upstreams
-                .https
-                .request(outgoing)
-                .await
-                .map(|r| (r, None))
-                .map_err(BoxError::from)
-        } else if route.config.upstream_h2c {
-            upstreams
-                .h2c
-                .request(outgoing)
-                .await
-                .map(|r| (r, None))
-                .map_err(BoxError::from)
+        if tls_upstream || route.config.upstream_h2c {
+            let pending = if tls_upstream {
+                upstreams.https.request(outgoing)
+            } else {
+                upstreams.h2c.request(outgoing)
+            };
+            pending.await.map(|r| (r, None)).map_err(BoxError::from)
         } else {
             // The pool's connections take the target in origin form, and a `Host`.
             let path = outgoing.uri().path_and_query().cloned();

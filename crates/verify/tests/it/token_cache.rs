@@ -64,22 +64,33 @@ async fn a_reused_token_is_served_from_the_cache() {
     assert_eq!(refusal(&cached, &t, NOW + 1000).await, "keys_unavailable");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cached_token_is_verified_afresh_once_the_issuer_withdraws_its_key() {
+/// A key server publishing RSA (max-age 100 s), a verifier caching tokens from it, and
+/// `token(1)` verified and cached at NOW.
+async fn cached_token() -> (KeyServer, Verifier, String) {
     let server = KeyServer::start(jwks_document(&[&RSA])).await;
     server.set_cache_control("max-age=100");
     let v = url_verifier(&server.jwks_url(), cache_config(), 16);
     let t = token(1);
     v.verify(&t, NOW).await.unwrap();
     v.verify(&t, BEFORE_IAT).await.unwrap();
+    (server, v, t)
+}
 
-    // The issuer rotates RSA out. The next refresh is due at NOW + 80 (80% of max-age):
-    // a cache hit starts it in the background, as a verification would.
-    server.set_document(jwks_document(&[&RSA_2]));
-    v.verify(&t, NOW + 90).await.unwrap();
-    wait_for_fetches(&server, 2).await;
+/// A cache hit at `at` (past the refresh due at 80% of max-age) starts a background key
+/// refresh, as a verification would; returns once the `fetches`th fetch is installed.
+async fn refreshed_by_a_hit(server: &KeyServer, v: &Verifier, t: &str, at: u64, fetches: u64) {
+    v.verify(t, at).await.unwrap();
+    wait_for_fetches(server, fetches).await;
     // The fetch is counted when served; give the cache a moment to install it.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_is_verified_afresh_once_the_issuer_withdraws_its_key() {
+    let (server, v, t) = cached_token().await;
+    // The issuer rotates RSA out.
+    server.set_document(jwks_document(&[&RSA_2]));
+    refreshed_by_a_hit(&server, &v, &t, NOW + 90, 2).await;
     // The withdrawn key vouches for nothing: the token is verified again and refused.
     assert_eq!(refusal(&v, &t, NOW + 91).await, "unknown_kid");
     // A token signed with a key still published stays cached across the refresh.
@@ -90,25 +101,15 @@ async fn a_cached_token_is_verified_afresh_once_the_issuer_withdraws_its_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_token_is_verified_afresh_once_its_kid_names_another_key() {
-    let server = KeyServer::start(jwks_document(&[&RSA])).await;
-    server.set_cache_control("max-age=100");
-    let v = url_verifier(&server.jwks_url(), cache_config(), 16);
-    let t = token(1);
-    v.verify(&t, NOW).await.unwrap();
-    v.verify(&t, BEFORE_IAT).await.unwrap();
-
+    let (server, v, t) = cached_token().await;
     // A refresh that brings the same key back (parsed anew) leaves the entry standing.
-    v.verify(&t, NOW + 90).await.unwrap();
-    wait_for_fetches(&server, 2).await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    refreshed_by_a_hit(&server, &v, &t, NOW + 90, 2).await;
     v.verify(&t, BEFORE_IAT).await.unwrap();
 
     // The issuer now publishes other key material under the same kid: the key that
     // checked the cached token is gone even though its kid is not.
     server.set_document(jwks_document(&[&ATTACKER]));
-    v.verify(&t, NOW + 180).await.unwrap();
-    wait_for_fetches(&server, 3).await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    refreshed_by_a_hit(&server, &v, &t, NOW + 180, 3).await;
     assert_eq!(refusal(&v, &t, NOW + 181).await, "bad_signature");
 }
 
