@@ -223,13 +223,14 @@ pub(crate) fn forwarded_client(
     headers: &HeaderMap,
     trusted: impl Fn(std::net::IpAddr) -> bool,
 ) -> Option<std::net::IpAddr> {
-    let entries: Vec<&str> = headers
+    // Read from the right, as written: no list is made.
+    let entries = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
-        .flat_map(|v| v.to_str().unwrap_or("!").split(','))
-        .collect();
+        .rev()
+        .flat_map(|v| v.to_str().unwrap_or("!").rsplit(','));
     let mut nearest = None;
-    for entry in entries.iter().rev() {
+    for entry in entries {
         let Ok(ip) = entry.trim().parse::<std::net::IpAddr>() else {
             return nearest;
         };

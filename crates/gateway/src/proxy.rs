@@ -62,17 +62,24 @@ impl Upstreams {
     }
 }
 
-fn upstream_uri(base: &Uri, request_uri: &Uri) -> Result<Uri, http::Error> {
+/// The upstream request target for `request_uri`: its path and query under the upstream's
+/// base path. The worker's pool sends it as it is (origin form); hyper-util's clients take
+/// it joined to the upstream's scheme and host ([`absolute`]).
+fn upstream_target(base: &Uri, request_uri: &Uri) -> Result<PathAndQuery, http::Error> {
     let base_path = base.path().trim_end_matches('/');
-    let mut parts = base.clone().into_parts();
-    parts.path_and_query = match request_uri.path_and_query() {
+    match request_uri.path_and_query() {
         // An upstream at its root takes the request's path as it came (a shared clone).
-        Some(pq) if base_path.is_empty() => Some(pq.clone()),
+        Some(pq) if base_path.is_empty() => Ok(pq.clone()),
         pq => {
             let pq = pq.map_or("/", PathAndQuery::as_str);
-            Some(PathAndQuery::try_from(format!("{base_path}{pq}"))?)
+            Ok(PathAndQuery::try_from(format!("{base_path}{pq}"))?)
         }
-    };
+    }
+}
+
+fn absolute(base: &Uri, target: PathAndQuery) -> Result<Uri, http::Error> {
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(target);
     Ok(Uri::from_parts(parts)?)
 }
 
@@ -102,7 +109,17 @@ pub(crate) async fn forward(
         }
     }
     let route = &ctx.route;
-    let uri = match upstream_uri(&route.config.upstream, request.uri()) {
+    let tls_upstream = route.config.upstream.scheme() == Some(&Scheme::HTTPS);
+    // hyper-util's pooled clients (h2c, TLS) take an absolute URL; the worker's pool the
+    // target alone.
+    let pooled_by_hyper_util = tls_upstream || route.config.upstream_h2c;
+    let uri = match upstream_target(&route.config.upstream, request.uri()).and_then(|target| {
+        if pooled_by_hyper_util {
+            absolute(&route.config.upstream, target)
+        } else {
+            Ok(Uri::from(target))
+        }
+    }) {
         Ok(uri) => uri,
         Err(_) => {
             outcome.reason = Some("bad_path");
@@ -142,7 +159,6 @@ pub(crate) async fn forward(
         &ctx.host,
         ctx.via_trusted_proxy,
     );
-    let tls_upstream = route.config.upstream.scheme() == Some(&Scheme::HTTPS);
     if tls_upstream {
         // Over TLS the upstream is a named host (its certificate, its virtual host): it gets
         // its own name, set from the URL by the client; the client's is `X-Forwarded-Host`.
@@ -187,7 +203,7 @@ pub(crate) async fn forward(
     };
     let remaining = shared.timeouts.upstream.saturating_sub(sent - started);
     let answer = async {
-        if tls_upstream || route.config.upstream_h2c {
+        if pooled_by_hyper_util {
             let pending = if tls_upstream {
                 upstreams.https.request(outgoing)
             } else {
@@ -195,9 +211,7 @@ pub(crate) async fn forward(
             };
             pending.await.map(|r| (r, None)).map_err(BoxError::from)
         } else {
-            // The pool's connections take the target in origin form, and a `Host`.
-            let path = outgoing.uri().path_and_query().cloned();
-            *outgoing.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+            // The pool's connections need a `Host` (hyper-util's clients add one).
             if !outgoing.headers().contains_key(header::HOST) {
                 if let Some(authority) = route.config.upstream.authority() {
                     if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
@@ -344,18 +358,26 @@ mod tests {
 
     #[test]
     fn upstream_uri_joins_base_path_and_query() {
+        let upstream_uri = |base: &Uri, req: &Uri| {
+            upstream_target(base, req).and_then(|target| absolute(base, target))
+        };
         let base: Uri = "http://127.0.0.1:9000/base/".parse().unwrap();
         let req: Uri = "/x/y?q=1".parse().unwrap();
         assert_eq!(
             upstream_uri(&base, &req).unwrap().to_string(),
             "http://127.0.0.1:9000/base/x/y?q=1"
         );
+        assert_eq!(upstream_target(&base, &req).unwrap(), "/base/x/y?q=1");
         let base: Uri = "http://up:80".parse().unwrap();
         assert_eq!(
             upstream_uri(&base, &"/".parse().unwrap())
                 .unwrap()
                 .to_string(),
             "http://up:80/"
+        );
+        assert_eq!(
+            upstream_target(&base, &"/a?b".parse().unwrap()).unwrap(),
+            "/a?b"
         );
     }
 }

@@ -321,7 +321,7 @@ async fn select_route(
         outcome.route = Some(route.name.clone());
     }
     let peer = conn.peer.ip().to_canonical();
-    let via_trusted_proxy = !snapshot.trusted_proxies.is_empty() && snapshot.trusts(peer);
+    let via_trusted_proxy = snapshot.trusts(peer);
     let client = if via_trusted_proxy {
         let client = headers::forwarded_client(headers, |ip| snapshot.trusts(ip)).unwrap_or(peer);
         outcome.client = Some(client);
