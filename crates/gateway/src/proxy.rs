@@ -23,13 +23,15 @@ use std::time::{Duration, Instant};
 use tokio_rustls::rustls;
 
 /// The pooled upstream clients: HTTP/1.1, h2c (prior knowledge) for routes that ask, and
-/// HTTP/1.1 over TLS for `https://` upstreams. One per worker: its connections are driven
-/// by that worker's event loop.
+/// TLS for `https://` upstreams: HTTP/2 or HTTP/1.1 as the upstream's ALPN answer picks,
+/// HTTP/1.1 alone for protocol upgrades (a WebSocket handshake is an HTTP/1.1 exchange).
+/// One per worker: its connections are driven by that worker's event loop.
 #[derive(Debug, Clone)]
 pub(crate) struct Upstreams {
     pub(crate) http1: Arc<Http1Pool>,
     h2c: Client<HttpConnector, Body>,
     https: Client<HttpsConnector<HttpConnector>, Body>,
+    https_http1: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 impl Upstreams {
@@ -41,11 +43,15 @@ impl Upstreams {
         let mut tls_connector = connector.clone();
         // The TLS layer above it takes `https://` URLs; this one only opens the TCP stream.
         tls_connector.enforce_http(false);
-        let https = HttpsConnectorBuilder::new()
-            .with_tls_config(rustls::ClientConfig::clone(tls))
-            .https_only()
-            .enable_http1()
-            .wrap_connector(tls_connector);
+        let tls_builder = || {
+            HttpsConnectorBuilder::new()
+                .with_tls_config(rustls::ClientConfig::clone(tls))
+                .https_only()
+        };
+        let https = tls_builder()
+            .enable_all_versions()
+            .wrap_connector(tls_connector.clone());
+        let https_http1 = tls_builder().enable_http1().wrap_connector(tls_connector);
         let base = || {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_idle_timeout(Duration::from_secs(90))
@@ -58,6 +64,7 @@ impl Upstreams {
             http1: Arc::new(Http1Pool::new(connector.clone())),
             h2c: base().http2_only(true).build(connector),
             https: base().build(https),
+            https_http1: base().build(https_http1),
         }
     }
 }
@@ -131,8 +138,9 @@ pub(crate) async fn forward(
     let upgrade_value = request.headers().get(header::UPGRADE).cloned();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
-    // `TE: trailers` is the one hop-by-hop value an HTTP/2 upstream needs (gRPC).
-    let te_trailers = route.config.upstream_h2c
+    // `TE: trailers` is the one hop-by-hop value an HTTP/2 upstream needs (gRPC); a TLS
+    // upstream may answer in HTTP/2.
+    let te_trailers = (route.config.upstream_h2c || tls_upstream)
         && request
             .headers()
             .get_all(header::TE)
@@ -204,7 +212,9 @@ pub(crate) async fn forward(
     let remaining = shared.timeouts.upstream.saturating_sub(sent - started);
     let answer = async {
         if pooled_by_hyper_util {
-            let pending = if tls_upstream {
+            let pending = if tls_upstream && upgrade {
+                upstreams.https_http1.request(outgoing)
+            } else if tls_upstream {
                 upstreams.https.request(outgoing)
             } else {
                 upstreams.h2c.request(outgoing)

@@ -370,7 +370,7 @@ async fn a_malformed_chunked_body_is_the_clients_error_not_the_upstreams() {
 #[tokio::test]
 async fn https_upstreams_are_checked_and_get_their_own_host() {
     let issuer = Issuer::start().await;
-    let (port, ca) = tls_echo_upstream().await;
+    let (port, ca) = tls_echo_upstream(&[]).await;
     let dir = temp_dir();
     std::fs::write(dir.join("upstream-ca.pem"), ca).unwrap();
     let route = checked_route(
@@ -436,4 +436,68 @@ async fn https_upstreams_are_checked_and_get_their_own_host() {
         panic!("a CA file without a certificate was accepted");
     };
     assert!(error.to_string().contains("not-a-ca.pem"), "{error}");
+}
+
+/// A TLS upstream that offers HTTP/2 by ALPN (as Cloud Run's front end does) is spoken to
+/// in HTTP/2, with gRPC's `TE: trailers` kept; a WebSocket handshake to a TLS upstream
+/// that offers both still goes in HTTP/1.1, the only version it exists in.
+#[tokio::test]
+async fn https_upstreams_speak_http2_when_offered_and_upgrades_in_http1() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let issuer = Issuer::start().await;
+    let (h2_port, h2_ca) = tls_echo_upstream(&[b"h2", b"http/1.1"]).await;
+    let (ws_port, ws_ca) = tls_websocket_upstream().await;
+    let dir = temp_dir();
+    std::fs::write(dir.join("upstream-ca.pem"), format!("{h2_ca}{ws_ca}")).unwrap();
+    let route = checked_route(
+        &issuer,
+        "127.0.0.1:1".parse().unwrap(),
+        &["allAuthenticatedUsers"],
+    )
+    .replace(
+        "http://127.0.0.1:1",
+        &format!("https://localhost:{h2_port}"),
+    );
+    let gw = gateway(&format!(
+        "upstream_ca = \"{}\"\n{route}\n[[route]]\nname = \"ws\"\npath_prefix = \"/ws\"\nupstream = \"https://localhost:{ws_port}\"\nallow = [\"allUsers\"]\n",
+        dir.join("upstream-ca.pem").display()
+    ))
+    .await;
+    let token = issuer.token("a@example.com");
+
+    for _ in 0..3 {
+        let seen = send(
+            client()
+                .get(gw.url("/h2?x=1"))
+                .header("host", "app.example")
+                .header("te", "trailers")
+                .bearer_auth(&token),
+        )
+        .await;
+        assert_eq!(seen.status, 200, "{:?}", seen.body);
+        assert_eq!(seen.body["version"], "HTTP/2.0");
+        assert_eq!(
+            seen.body["uri"],
+            format!("https://localhost:{h2_port}/h2?x=1")
+        );
+        let up = upstream_headers(&seen);
+        assert_eq!(up.header("te"), Some("trailers"));
+        assert_eq!(up.header("x-forwarded-host"), Some("app.example"));
+        assert_eq!(
+            up.header("x-goog-authenticated-user-email"),
+            Some("accounts.google.com:a@example.com")
+        );
+    }
+
+    let request = format!("ws://{}/ws/socket", gw.addr)
+        .into_client_request()
+        .unwrap();
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    ws.send(Message::text("over TLS")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "over TLS");
+    ws.close(None).await.unwrap();
 }

@@ -187,44 +187,77 @@ pub async fn echo_upstream() -> SocketAddr {
     .await
 }
 
-/// The echo upstream over TLS, with a self-signed certificate for `localhost`: its port
-/// and the certificate's PEM (to trust it).
-pub async fn tls_echo_upstream() -> (u16, String) {
+/// A TLS listener for `localhost` with a self-signed certificate, offering `alpn` (as
+/// Google's front ends offer `h2` and `http/1.1`), each accepted stream given to `serve`:
+/// its port and the certificate's PEM (to trust it).
+async fn tls_upstream<F, Fut>(alpn: &[&[u8]], serve: F) -> (u16, String)
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     use tokio_rustls::rustls;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let pem = cert.cert.pem();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let router = Router::new().fallback(any(echo));
+    let serve = Arc::new(serve);
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (acceptor, router) = (acceptor.clone(), router.clone());
+            let (acceptor, serve) = (acceptor.clone(), serve.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper_util::service::TowerToHyperService::new(router);
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    serve(tls).await;
+                }
             });
         }
     });
     (port, pem)
+}
+
+/// The echo upstream over TLS (HTTP/1.1, or HTTP/2 when `alpn` offers it and the client
+/// takes it): its port and its certificate's PEM.
+pub async fn tls_echo_upstream(alpn: &[&[u8]]) -> (u16, String) {
+    let router = Router::new().fallback(any(echo));
+    tls_upstream(alpn, move |tls| {
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        async move {
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+        }
+    })
+    .await
+}
+
+/// A WebSocket upstream over TLS offering `h2` and `http/1.1` by ALPN, echoing every
+/// message: a handshake only succeeds in HTTP/1.1.
+pub async fn tls_websocket_upstream() -> (u16, String) {
+    tls_upstream(&[b"h2", b"http/1.1"], |tls| async move {
+        use futures_util::{SinkExt as _, StreamExt as _};
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+            return;
+        };
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
 }
 
 /// A WebSocket upstream echoing every message.
