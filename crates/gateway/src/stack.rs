@@ -27,22 +27,45 @@ use bytes::{BufMut as _, BytesMut};
 use gatehouse_verify::jws::SIGNATURE_REMOVED;
 use gatehouse_verify::layer::{SERVERLESS_AUTHORIZATION, bearer_value};
 use gatehouse_verify::members::RUN_INVOKER;
-use gatehouse_verify::verifier::Identity;
+use gatehouse_verify::verifier::{Identity, Verifier};
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the connection knows: who is on the other end, and what this hop tells the
-/// upstream of it (the forwarding headers, which also say whether it came over TLS).
-#[derive(Debug)]
+/// What the connection knows: who is on the other end, what this hop tells the upstream
+/// of it (the forwarding headers, which also say whether it came over TLS), and the last
+/// token its client presented.
 pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub forwarding: headers::Forwarding,
-    /// The last token this connection forwarded with its signature removed, and that value:
-    /// a client sends the same token until it expires.
-    last_token: parking_lot::Mutex<Option<(HeaderValue, HeaderValue)>>,
+    last_token: parking_lot::Mutex<Option<LastToken>>,
+}
+
+impl std::fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("ConnInfo")
+            .field("peer", &self.peer)
+            .field("forwarding", &self.forwarding)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The last token a connection's client presented and what it came to. A client sends the
+/// same token until it expires: a request carrying the same header value to a route with
+/// the same verifier is neither read nor looked up again, only checked to still stand
+/// ([`Verifier::still_stands`]: not expired, its key still published), and the value
+/// forwarded with its signature removed is made once.
+struct LastToken {
+    /// The header value as sent, its own copy (the request's shares the whole head's bytes).
+    sent: HeaderValue,
+    header: HeaderName,
+    at: std::ops::Range<usize>,
+    verifier: Arc<Verifier>,
+    identity: Identity,
+    removed: Option<HeaderValue>,
 }
 
 impl ConnInfo {
@@ -54,20 +77,63 @@ impl ConnInfo {
         }
     }
 
+    /// The request's token and identity when it is the last token this connection
+    /// presented to the same verifier, and that verification still stands.
+    fn recall(&self, request: &Request, ctx: &Ctx) -> Option<(Token, Identity)> {
+        let verifier = ctx.route.verifier.as_ref()?;
+        let (header, value) = token_header(request.headers())?;
+        let last = self.last_token.lock();
+        let last = last.as_ref()?;
+        let same = last.header == header
+            && last.sent == value
+            && Arc::ptr_eq(&last.verifier, verifier)
+            && verifier.still_stands(&last.identity, ctx.now);
+        same.then(|| {
+            let token = Token {
+                header,
+                value: value.clone(),
+                at: last.at.clone(),
+            };
+            (token, last.identity.clone())
+        })
+    }
+
+    /// Remembers a token `verifier` accepted.
+    fn remember(&self, token: &Token, identity: &Identity, verifier: &Arc<Verifier>) {
+        let mut last = self.last_token.lock();
+        if let Some(last) = last.as_mut().filter(|l| l.sent == token.value) {
+            // The same token to another route: its copy and stripped value still serve.
+            last.header = token.header.clone();
+            last.verifier = verifier.clone();
+            last.identity = identity.clone();
+            return;
+        }
+        let Ok(sent) = HeaderValue::from_bytes(token.value.as_bytes()) else {
+            return;
+        };
+        *last = Some(LastToken {
+            sent,
+            header: token.header.clone(),
+            at: token.at.clone(),
+            verifier: verifier.clone(),
+            identity: identity.clone(),
+            removed: None,
+        });
+    }
+
     /// `token`'s header value with the signature removed, made once per token a
     /// connection sends.
     fn signature_removed(&self, token: &Token) -> Option<HeaderValue> {
         let mut last = self.last_token.lock();
-        if let Some((seen, removed)) = &*last {
-            if *seen == token.value {
-                return Some(removed.clone());
+        match last.as_mut().filter(|l| l.sent == token.value) {
+            Some(last) => {
+                if last.removed.is_none() {
+                    last.removed = signature_removed(token.as_str());
+                }
+                last.removed.clone()
             }
+            None => signature_removed(token.as_str()),
         }
-        let removed = signature_removed(token.as_str())?;
-        // Its own copy: the request's value shares the whole request head's bytes.
-        let seen = HeaderValue::from_bytes(token.value.as_bytes()).ok()?;
-        *last = Some((seen, removed.clone()));
-        Some(removed)
     }
 }
 
@@ -90,12 +156,20 @@ pub(crate) struct Ctx {
 
 /// The token a request carries: the header it came in, whose value is kept whole (a
 /// reference-counted clone) so the token can be re-read after the headers change.
-#[derive(Debug)]
 struct Token {
     header: HeaderName,
     value: HeaderValue,
     /// Where the token is in `value` (after the scheme), found once.
     at: std::ops::Range<usize>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Token")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Token {
@@ -350,8 +424,19 @@ async fn admit(
     preflight_passes: bool,
     outcome: &mut Outcome,
 ) -> Response {
-    let token = extract_token(&request);
-    let verdict = verify(shared, ctx, token.as_ref()).await;
+    let (token, verdict) = match conn.recall(&request, ctx) {
+        Some((token, identity)) => (Some(token), Verdict::Verified(identity)),
+        None => {
+            let token = extract_token(&request);
+            let verdict = verify(shared, ctx, token.as_ref()).await;
+            if let (Some(token), Verdict::Verified(identity), Some(verifier)) =
+                (&token, &verdict, &ctx.route.verifier)
+            {
+                conn.remember(token, identity, verifier);
+            }
+            (token, verdict)
+        }
+    };
     // Who-am-I answers after verification and before the invoker check, as IAP's
     // `gcp-iap-mode=IDENTITY`.
     if ctx.identity_endpoint {
@@ -382,12 +467,7 @@ async fn admit(
 /// `X-Serverless-Authorization` first (then `Authorization` is the app's), else
 /// `Authorization: Bearer`, as Cloud Run.
 fn extract_token(request: &Request) -> Option<Token> {
-    let headers = request.headers();
-    const SERVERLESS: HeaderName = HeaderName::from_static(SERVERLESS_AUTHORIZATION);
-    let (header, value) = match headers.get(SERVERLESS) {
-        Some(v) => (SERVERLESS, v),
-        None => (header::AUTHORIZATION, headers.get(header::AUTHORIZATION)?),
-    };
+    let (header, value) = token_header(request.headers())?;
     let token = bearer_value(value)?;
     let start = token.as_ptr() as usize - value.as_bytes().as_ptr() as usize;
     Some(Token {
@@ -395,6 +475,15 @@ fn extract_token(request: &Request) -> Option<Token> {
         value: value.clone(),
         at: start..start + token.len(),
     })
+}
+
+/// The header the token is read from, and its value.
+fn token_header(headers: &http::HeaderMap) -> Option<(HeaderName, &HeaderValue)> {
+    const SERVERLESS: HeaderName = HeaderName::from_static(SERVERLESS_AUTHORIZATION);
+    match headers.get(SERVERLESS) {
+        Some(v) => Some((SERVERLESS, v)),
+        None => Some((header::AUTHORIZATION, headers.get(header::AUTHORIZATION)?)),
+    }
 }
 
 async fn verify(shared: &Shared, ctx: &Ctx, token: Option<&Token>) -> Verdict {

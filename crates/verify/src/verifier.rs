@@ -288,6 +288,16 @@ impl Verifier {
         Ok(identity)
     }
 
+    /// Whether `identity`, which this verifier returned for a token, still stands at `now`
+    /// as the cached verification of that token would: the token not expired, its key
+    /// still published as the same key. For a caller that remembers the token it last saw
+    /// (a connection, whose client sends the same token until it expires) and so can skip
+    /// reading and looking it up again. False when this verifier keeps no verified tokens:
+    /// then every token is verified afresh, as configured.
+    pub fn still_stands(&self, identity: &Identity, now: u64) -> bool {
+        self.tokens.is_some() && now < identity.expires_at() && self.key_still_stands(identity, now)
+    }
+
     fn key_still_stands(&self, identity: &Identity, now: u64) -> bool {
         let Some(key) = &identity.0.key else {
             return true;

@@ -388,3 +388,65 @@ async fn cors_preflight_pass_and_require_auth_modes() {
     // require_auth (the default, Cloud Run's behaviour): a preflight is a request like any other.
     assert_eq!(send(preflight("/strict")).await.status, 401);
 }
+
+/// A connection remembers the last token its client presented (a client sends the same one
+/// until it expires), never past what a fresh verification would decide: another token on
+/// the same connection is its own caller, a route with another audience judges the token
+/// itself, and the token stops at its `exp`.
+#[tokio::test]
+async fn a_connection_remembers_its_token_no_further_than_verification_would() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let t0 = now();
+    let clock = gatehouse_verify::FixedClock::at(t0);
+    let elsewhere = format!(
+        r#"
+[[route]]
+name = "elsewhere"
+path_prefix = "/elsewhere"
+upstream = "http://{up}"
+url = "https://elsewhere.example"
+issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}]
+allow = ["allAuthenticatedUsers"]
+"#,
+        jwks = issuer.jwks_url()
+    );
+    let (addr, _handle) = gateway_at(
+        &format!(
+            "{}{elsewhere}",
+            checked_route(&issuer, up, &["allAuthenticatedUsers"])
+        ),
+        &clock,
+    )
+    .await;
+    let c = client();
+    let get = |path: &str, token: &str| {
+        c.get(format!("http://{addr}{path}"))
+            .bearer_auth(token.to_owned())
+    };
+    let a = token_at(&issuer, "a@example.com", t0);
+    let b = token_at(&issuer, "b@example.com", t0);
+    for (token, who) in [(&a, "a"), (&a, "a"), (&b, "b"), (&a, "a")] {
+        let seen = send(get("/x", token)).await;
+        assert_eq!(seen.status, 200, "{:?}", seen.body);
+        assert_eq!(
+            upstream_headers(&seen).header("x-goog-authenticated-user-email"),
+            Some(format!("accounts.google.com:{who}@example.com").as_str())
+        );
+    }
+    let seen = send(get("/elsewhere/x", &a)).await;
+    assert_eq!(seen.status, 401);
+    assert_eq!(seen.body["reason"], "wrong_audience");
+    assert_eq!(send(get("/x", &a)).await.status, 200);
+
+    clock.set(t0 + 3600 + 600);
+    let seen = send(get("/x", &a)).await;
+    assert_eq!(seen.status, 401);
+    assert_eq!(seen.body["reason"], "expired");
+    // All of it on one connection.
+    let metrics = metrics_via(&c, addr).await;
+    assert!(
+        metrics.contains("gatehouse_connections_total 1\n"),
+        "{metrics}"
+    );
+}

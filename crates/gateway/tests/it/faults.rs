@@ -8,7 +8,6 @@ use axum::Router;
 use axum::body::Body;
 use axum::response::IntoResponse as _;
 use axum::routing::get;
-use gatehouse_gateway::{Config, Gateway, Handle};
 use gatehouse_verify::{FixedClock, SigningKey};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -114,20 +113,6 @@ async fn restartable_issuer() -> (Issuer, Restartable) {
     (issuer, server)
 }
 
-/// A gateway judging tokens by `clock`, from TOML text.
-async fn gateway_at(toml: &str, clock: &FixedClock) -> (SocketAddr, Handle) {
-    let path = temp_dir().join("gateway.toml");
-    std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{toml}")).unwrap();
-    let config = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
-    let gw = Gateway::bind_with_clock(config, Some(path), Arc::new(clock.clone()))
-        .await
-        .unwrap();
-    let addr = gw.local_addr().unwrap();
-    let handle = gw.handle();
-    tokio::spawn(gw.run(std::future::pending()));
-    (addr, handle)
-}
-
 /// Status and JSON body of a GET with `token`, failing the test if no answer comes in time.
 async fn get_with(c: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, Value) {
     let mut request = c.get(url).timeout(HANG);
@@ -140,11 +125,6 @@ async fn get_with(c: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, 
         .unwrap_or_else(|e| panic!("GET {url}: no answer: {e}"));
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// An issuer token valid from `at` (the gateway's clock), one hour long.
-fn token_at(issuer: &Issuer, email: &str, at: u64) -> String {
-    issuer.token_with(email, json!({"iat": at, "exp": at + 3600}))
 }
 
 #[tokio::test]

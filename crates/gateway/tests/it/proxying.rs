@@ -263,14 +263,7 @@ async fn keep_alive_reuses_one_connection() {
         assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
     }
     // Asked on the same client: its one connection serves this too.
-    let text = c
-        .get(gw.url("/_gatehouse/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_via(&c, gw.addr).await;
     assert!(text.contains("gatehouse_connections_total 1\n"), "{text}");
 }
 

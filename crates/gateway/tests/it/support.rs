@@ -7,7 +7,7 @@ use axum::extract::{Query, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use gatehouse_gateway::{Config, Gateway, Handle};
-use gatehouse_verify::SigningKey;
+use gatehouse_verify::{FixedClock, SigningKey};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -345,8 +345,13 @@ allow = {members:?}
 
 /// The gateway's `/_gatehouse/metrics` text.
 pub async fn metrics_text(gw: &Running) -> String {
-    client()
-        .get(gw.url("/_gatehouse/metrics"))
+    metrics_via(&client(), gw.addr).await
+}
+
+/// The `/_gatehouse/metrics` text of the gateway at `addr`, asked with `c` (on its pooled
+/// connection, when a test counts connections).
+pub async fn metrics_via(c: &reqwest::Client, addr: SocketAddr) -> String {
+    c.get(format!("http://{addr}/_gatehouse/metrics"))
         .send()
         .await
         .unwrap()
@@ -400,4 +405,23 @@ pub fn upstream_headers(seen: &Seen) -> Seen {
         headers,
         body: Value::Null,
     }
+}
+
+/// A gateway judging tokens by `clock`, from TOML text.
+pub async fn gateway_at(toml: &str, clock: &FixedClock) -> (SocketAddr, Handle) {
+    let path = temp_dir().join("gateway.toml");
+    std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{toml}")).unwrap();
+    let config = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let gw = Gateway::bind_with_clock(config, Some(path), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let addr = gw.local_addr().unwrap();
+    let handle = gw.handle();
+    tokio::spawn(gw.run(std::future::pending()));
+    (addr, handle)
+}
+
+/// An issuer token valid from `at` (the gateway's clock), one hour long.
+pub fn token_at(issuer: &Issuer, email: &str, at: u64) -> String {
+    issuer.token_with(email, json!({"iat": at, "exp": at + 3600}))
 }

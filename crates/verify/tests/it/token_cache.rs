@@ -113,6 +113,24 @@ async fn a_cached_token_is_verified_afresh_once_its_kid_names_another_key() {
     assert_eq!(refusal(&v, &t, NOW + 181).await, "bad_signature");
 }
 
+/// What a caller remembering the last token it saw (a connection) relies on:
+/// `still_stands` answers as a cache hit would (the token's time, its key's standing), and
+/// never for a verifier that keeps no tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn still_stands_answers_as_a_cache_hit_would() {
+    let (server, v, t) = cached_token().await;
+    let identity = v.verify(&t, NOW).await.unwrap();
+    assert!(v.still_stands(&identity, NOW + 1));
+    assert!(!v.still_stands(&identity, identity.expires_at()));
+    server.set_document(jwks_document(&[&RSA_2]));
+    refreshed_by_a_hit(&server, &v, &t, NOW + 90, 2).await;
+    assert!(!v.still_stands(&identity, NOW + 91));
+
+    let uncached = verifier_with_server_gone(0, std::slice::from_ref(&t)).await;
+    let identity = uncached.verify(&t, NOW).await.unwrap();
+    assert!(!uncached.still_stands(&identity, NOW));
+}
+
 #[tokio::test]
 async fn the_cache_is_keyed_by_the_whole_token() {
     let v = Verifier::builder()
