@@ -164,6 +164,9 @@ pub struct RouteConfig {
     /// per-instance `concurrency`); more wait their turn, up to the upstream timeout.
     /// `None`: no bound.
     pub concurrency: Option<usize>,
+    /// This route's upstream timeout (Cloud Run's per-service request timeout), in place of
+    /// `[timeouts] upstream_seconds`.
+    pub upstream_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,6 +365,7 @@ struct RawRoute {
     assertion_audience: Option<String>,
     verified_token_cache: Option<usize>,
     concurrency: Option<usize>,
+    upstream_seconds: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -620,6 +624,7 @@ impl Config {
             rate_limit: None,
             token_cache: gatehouse_verify::verifier::DEFAULT_TOKEN_CACHE_ENTRIES,
             concurrency: None,
+            upstream_timeout: None,
         };
         Ok(Config {
             listen,
@@ -900,6 +905,20 @@ fn compile_route(
             ));
         }
     }
+    let upstream_timeout = match raw.upstream_seconds {
+        None => None,
+        Some(secs) => {
+            let span = secs.span();
+            let secs = secs.into_inner();
+            if !(secs.is_finite() && secs > 0.0 && secs < 1e7) {
+                return Err(at.error(
+                    Some(span),
+                    format!("route {name:?}: upstream_seconds {secs} is not a positive number of seconds"),
+                ));
+            }
+            Some(Duration::from_secs_f64(secs))
+        }
+    };
     let assertion_audience = raw
         .assertion_audience
         .or_else(|| audiences.first().cloned())
@@ -923,6 +942,7 @@ fn compile_route(
             .unwrap_or(gatehouse_verify::verifier::DEFAULT_TOKEN_CACHE_ENTRIES)
             .min(1 << 20),
         concurrency: raw.concurrency,
+        upstream_timeout,
     })
 }
 

@@ -187,6 +187,10 @@ pub(crate) async fn forward(
     }
 
     let started = Instant::now();
+    let upstream_timeout = route
+        .config
+        .upstream_timeout
+        .unwrap_or(shared.timeouts.upstream);
     // Waiting for a permit counts against the upstream timeout, as a queued request does on
     // Cloud Run.
     // `sent`: when the request goes upstream, after any wait for a permit; the upstream
@@ -194,9 +198,7 @@ pub(crate) async fn forward(
     let (permit, sent) = match &route.concurrency {
         None => (None, started),
         Some(permits) => {
-            match tokio::time::timeout(shared.timeouts.upstream, permits.clone().acquire_owned())
-                .await
-            {
+            match tokio::time::timeout(upstream_timeout, permits.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => (Some(permit), Instant::now()),
                 Ok(Err(_)) | Err(_) => {
                     outcome.reason = Some("upstream_busy");
@@ -209,7 +211,7 @@ pub(crate) async fn forward(
             }
         }
     };
-    let remaining = shared.timeouts.upstream.saturating_sub(sent - started);
+    let remaining = upstream_timeout.saturating_sub(sent - started);
     let answer = async {
         if pooled_by_hyper_util {
             let pending = if tls_upstream && upgrade {

@@ -154,6 +154,28 @@ fn bad_upstream_issuer_policy_and_cors_are_located() {
 }
 
 #[test]
+fn a_routes_upstream_timeout_overrides_the_global_one_and_is_checked() {
+    let c = Config::from_toml(
+        "[timeouts]\nupstream_seconds = 10\n[[route]]\nallow = [\"allUsers\"]\nupstream = \"http://x\"\nupstream_seconds = 3600\n[[route]]\npath_prefix = \"/b\"\nallow = [\"allUsers\"]\nupstream = \"http://y\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.timeouts.upstream, Duration::from_secs(10));
+    assert_eq!(
+        c.routes[0].upstream_timeout,
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(c.routes[1].upstream_timeout, None);
+    for bad in ["0", "-1", "nan", "inf"] {
+        let e = err(&format!(
+            "[[route]]\nallow = [\"allUsers\"]\nupstream = \"http://x\"\nupstream_seconds = {bad}\n"
+        ));
+        assert_eq!(e.line, Some(4), "{bad}: {e}");
+        assert!(e.reason.contains("upstream_seconds"), "{e}");
+    }
+}
+
+#[test]
 fn semantic_mistakes_point_at_the_route() {
     // Checked route without audience.
     let e = err(

@@ -170,7 +170,7 @@ async fn limits_timeouts_and_upstream_failures() {
         .local_addr()
         .unwrap();
     let gw = gateway(&format!(
-        "[limits]\nmax_body_bytes = 1024\n[timeouts]\nupstream_seconds = 0.3\n{}\n[[route]]\nname = \"dead\"\npath_prefix = \"/dead\"\nupstream = \"http://{dead}\"\nallow = [\"allUsers\"]\n",
+        "[limits]\nmax_body_bytes = 1024\n[timeouts]\nupstream_seconds = 0.3\n{}\n[[route]]\nname = \"dead\"\npath_prefix = \"/dead\"\nupstream = \"http://{dead}\"\nallow = [\"allUsers\"]\n[[route]]\nname = \"patient\"\nhost = \"patient.example\"\nupstream = \"http://{up}\"\nupstream_seconds = 5\nallow = [\"allUsers\"]\n",
         checked_route(&issuer, up, &["allUsers"])
     ))
     .await;
@@ -195,6 +195,15 @@ async fn limits_timeouts_and_upstream_failures() {
     }
     let seen = send(c.get(gw.url("/_slow?ms=3000"))).await;
     assert_eq!(seen.status, 504);
+    assert_eq!(seen.body["reason"], "upstream_timeout");
+    // A route with its own upstream timeout (Cloud Run's per-service request timeout)
+    // waits longer for the same upstream.
+    let seen = send(
+        c.get(gw.url("/_slow?ms=1000"))
+            .header("host", "patient.example"),
+    )
+    .await;
+    assert_eq!(seen.status, 200);
     let seen = send(c.get(gw.url("/dead/x"))).await;
     assert_eq!(seen.status, 502);
     assert_eq!(seen.body["reason"], "upstream_unavailable");
