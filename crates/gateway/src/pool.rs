@@ -12,7 +12,7 @@
 use axum::body::Body;
 use bytes::Bytes;
 use http::uri::{Authority, Uri};
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -26,6 +26,9 @@ use tower::Service as _;
 
 /// How long an idle connection is kept.
 const IDLE_FOR: Duration = Duration::from_secs(90);
+/// A connection idle this long may be closed by the upstream (its own keep-alive timeout:
+/// 2 s for gunicorn, 5 s for Node.js) just as a request goes out on it.
+const STALE_AFTER: Duration = Duration::from_secs(1);
 /// The most idle connections kept per origin.
 const MAX_IDLE: usize = 1024;
 
@@ -82,23 +85,33 @@ impl Http1Pool {
 
     /// Sends `request` (origin-form target, `Host` set) to `upstream`'s origin on an idle
     /// connection, or a new one. A connection found closed before the request went out is
-    /// passed over and the request tried on the next.
+    /// passed over and the request tried on the next. An idempotent request without a body
+    /// that a connection idle for a while lost (closed by the upstream as it went out, no
+    /// answer begun) is sent again once, on a new connection, as nginx does.
     pub(crate) async fn send(
         self: &Arc<Self>,
         upstream: &Uri,
         mut request: Request<Body>,
     ) -> Result<(Response<Incoming>, Lease), PoolError> {
         let origin = upstream.authority().ok_or(PoolError::NoAuthority)?.clone();
-        while let Some(mut sender) = self.take(&origin) {
+        while let Some((mut sender, idle_since)) = self.take(&origin) {
             if sender.ready().await.is_err() {
                 continue;
             }
+            let again = (idle_since.elapsed() >= STALE_AFTER)
+                .then(|| replayable(&request))
+                .flatten();
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok((response, self.lease(origin, sender))),
-                Err(mut failed) => match failed.take_message() {
+                Err(mut failed) => match (failed.take_message(), again) {
                     // Not sent: the connection closed as it was taken.
-                    Some(unsent) => request = unsent,
-                    None => return Err(failed.into_error().into()),
+                    (Some(unsent), _) => request = unsent,
+                    (None, Some(copy)) if lost_in_flight(failed.error()) => {
+                        tracing::debug!(upstream = %origin, "idle upstream connection closed under a request; sending it again");
+                        request = copy;
+                        break;
+                    }
+                    (None, _) => return Err(failed.into_error().into()),
                 },
             }
         }
@@ -126,13 +139,13 @@ impl Http1Pool {
         }
     }
 
-    /// The most recently used idle connection still open.
-    fn take(&self, origin: &Authority) -> Option<http1::SendRequest<Body>> {
+    /// The most recently used idle connection still open, and since when it is idle.
+    fn take(&self, origin: &Authority) -> Option<(http1::SendRequest<Body>, Instant)> {
         let mut idle = self.idle.lock();
         let (_, list) = idle.iter_mut().find(|(o, _)| o == origin)?;
         while let Some(entry) = list.pop_back() {
             if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_FOR {
-                return Some(entry.sender);
+                return Some((entry.sender, entry.since));
             }
         }
         None
@@ -177,6 +190,40 @@ impl Http1Pool {
     fn idle_count(&self) -> usize {
         self.idle.lock().iter().map(|(_, list)| list.len()).sum()
     }
+}
+
+/// A copy of `request` to send again should its connection be lost under it: only for an
+/// idempotent method and no body (a body, once streamed, is gone).
+fn replayable(request: &Request<Body>) -> Option<Request<Body>> {
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    if !idempotent || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(Body::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
+/// Whether the connection closed under a request before any of the answer came: the
+/// upstream's end of an idle connection, not its judgement of the request.
+fn lost_in_flight(error: &hyper::Error) -> bool {
+    use std::io::ErrorKind;
+    if error.is_incomplete_message() {
+        return true;
+    }
+    let io = std::error::Error::source(error).and_then(|e| e.downcast_ref::<std::io::Error>());
+    io.is_some_and(|e| {
+        matches!(
+            e.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+        )
+    })
 }
 
 /// An upstream response body that hands its connection back once read to the end. Dropped
@@ -249,6 +296,17 @@ mod tests {
         body: &'static str,
         per_connection: usize,
     ) -> (Uri, Arc<std::sync::atomic::AtomicUsize>) {
+        upstream_then(body, per_connection, false).await
+    }
+
+    /// As [`upstream`]; with `drop_next`, each connection then reads one more request and
+    /// closes without answering it, as an upstream whose keep-alive timeout ends just as
+    /// the request arrives.
+    async fn upstream_then(
+        body: &'static str,
+        per_connection: usize,
+        drop_next: bool,
+    ) -> (Uri, Arc<std::sync::atomic::AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -258,7 +316,7 @@ mod tests {
                 let (mut s, _) = listener.accept().await.unwrap();
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
-                    for _ in 0..per_connection {
+                    for answered in 0..per_connection + usize::from(drop_next) {
                         let mut head = Vec::new();
                         let mut byte = [0u8; 1];
                         while !head.ends_with(b"\r\n\r\n") {
@@ -266,6 +324,9 @@ mod tests {
                                 return;
                             }
                             head.push(byte[0]);
+                        }
+                        if answered == per_connection {
+                            return;
                         }
                         let answer = format!(
                             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
@@ -276,7 +337,7 @@ mod tests {
                         }
                     }
                     // Then the upstream closes the connection, as one whose keep-alive
-                    // ran out.
+                    // ran out (with `drop_next`, just as a request arrived).
                 });
             }
         });
@@ -310,6 +371,29 @@ mod tests {
         // request fails to go out) and opens another, without failing the request.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(exchange(&pool, &uri).await, "hello");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_request_lost_on_a_stale_connection_is_sent_again_once() {
+        let (uri, connections) = upstream_then("hello", 1, true).await;
+        let pool = Arc::new(Http1Pool::new(HttpConnector::new()));
+        assert_eq!(exchange(&pool, &uri).await, "hello");
+        tokio::time::sleep(STALE_AFTER + Duration::from_millis(100)).await;
+        // The upstream takes the GET on the idle connection and closes it unanswered: the
+        // pool sends it again on a new one.
+        assert_eq!(exchange(&pool, &uri).await, "hello");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        // A POST with a body is not sent twice: its body went with the first attempt.
+        tokio::time::sleep(STALE_AFTER + Duration::from_millis(100)).await;
+        let post = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header("host", uri.authority().unwrap().as_str())
+            .body(Body::from("vote"))
+            .unwrap();
+        assert!(pool.send(&uri, post).await.is_err());
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
