@@ -94,11 +94,11 @@ impl Http1Pool {
         mut request: Request<Body>,
     ) -> Result<(Response<Incoming>, Lease), PoolError> {
         let origin = upstream.authority().ok_or(PoolError::NoAuthority)?.clone();
-        while let Some((mut sender, idle_since)) = self.take(&origin) {
+        while let Some((mut sender, idle_for)) = self.take(&origin) {
             if sender.ready().await.is_err() {
                 continue;
             }
-            let again = (idle_since.elapsed() >= STALE_AFTER)
+            let again = (idle_for >= STALE_AFTER)
                 .then(|| replayable(&request))
                 .flatten();
             match sender.try_send_request(request).await {
@@ -139,13 +139,14 @@ impl Http1Pool {
         }
     }
 
-    /// The most recently used idle connection still open, and since when it is idle.
-    fn take(&self, origin: &Authority) -> Option<(http1::SendRequest<Body>, Instant)> {
+    /// The most recently used idle connection still open, and how long it was idle.
+    fn take(&self, origin: &Authority) -> Option<(http1::SendRequest<Body>, Duration)> {
         let mut idle = self.idle.lock();
         let (_, list) = idle.iter_mut().find(|(o, _)| o == origin)?;
         while let Some(entry) = list.pop_back() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_FOR {
-                return Some((entry.sender, entry.since));
+            let idle_for = entry.since.elapsed();
+            if !entry.sender.is_closed() && idle_for < IDLE_FOR {
+                return Some((entry.sender, idle_for));
             }
         }
         None
