@@ -126,7 +126,8 @@ impl Metrics {
             .sum()
     }
 
-    /// How long a token took to verify (a cache hit included).
+    /// How long a token took to verify (a cache hit included; a connection's repeated token,
+    /// recalled without a lookup, is not verified and not counted).
     pub fn verified(&self, took: Duration) {
         self.shard().verify_latency.observe(took);
     }
@@ -194,7 +195,7 @@ impl Metrics {
             self.shards.iter().map(|s| &s.verify_latency),
             &mut out,
             "gatehouse_verify_duration_seconds",
-            "Token verification time (cache hits included).",
+            "Token verification time (cache hits included; a token a connection repeats is recalled, not counted).",
         );
         Histogram::render(
             self.shards.iter().map(|s| &s.upstream_latency),
