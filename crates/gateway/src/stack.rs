@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! access log -> select route -> strip identity headers -> CORS -> extract token -> verify
+//!            (or recall the connection's last token)
 //!            -> /_gatehouse/identity -> authorize -> rate limit -> set identity -> proxy
 //! ```
 //!
@@ -77,20 +78,24 @@ impl ConnInfo {
         }
     }
 
-    /// The request's token and identity when it is the last token this connection
-    /// presented to the same verifier, and that verification still stands.
-    fn recall(&self, request: &Request, ctx: &Ctx) -> Option<(Token, Identity)> {
+    /// The token in `header`'s `value` and its identity when it is the last token this
+    /// connection presented to the same verifier, and that verification still stands.
+    fn recall(
+        &self,
+        header: &HeaderName,
+        value: &HeaderValue,
+        ctx: &Ctx,
+    ) -> Option<(Token, Identity)> {
         let verifier = ctx.route.verifier.as_ref()?;
-        let (header, value) = token_header(request.headers())?;
         let last = self.last_token.lock();
         let last = last.as_ref()?;
-        let same = last.header == header
+        let same = last.header == *header
             && last.sent == value
             && Arc::ptr_eq(&last.verifier, verifier)
             && verifier.still_stands(&last.identity, ctx.now);
         same.then(|| {
             let token = Token {
-                header,
+                header: header.clone(),
                 value: value.clone(),
                 at: last.at.clone(),
             };
@@ -424,10 +429,14 @@ async fn admit(
     preflight_passes: bool,
     outcome: &mut Outcome,
 ) -> Response {
-    let (token, verdict) = match conn.recall(&request, ctx) {
+    let sent = token_header(request.headers());
+    let recalled = sent
+        .as_ref()
+        .and_then(|(header, value)| conn.recall(header, value, ctx));
+    let (token, verdict) = match recalled {
         Some((token, identity)) => (Some(token), Verdict::Verified(identity)),
         None => {
-            let token = extract_token(&request);
+            let token = sent.and_then(|(header, value)| token_in(header, value));
             let verdict = verify(shared, ctx, token.as_ref()).await;
             if let (Some(token), Verdict::Verified(identity), Some(verifier)) =
                 (&token, &verdict, &ctx.route.verifier)
@@ -464,10 +473,8 @@ async fn admit(
     crate::proxy::forward(shared, upstreams, conn, ctx, request, outcome).await
 }
 
-/// `X-Serverless-Authorization` first (then `Authorization` is the app's), else
-/// `Authorization: Bearer`, as Cloud Run.
-fn extract_token(request: &Request) -> Option<Token> {
-    let (header, value) = token_header(request.headers())?;
+/// The bearer token in `header`'s `value`, found once.
+fn token_in(header: HeaderName, value: &HeaderValue) -> Option<Token> {
     let token = bearer_value(value)?;
     let start = token.as_ptr() as usize - value.as_bytes().as_ptr() as usize;
     Some(Token {
@@ -477,7 +484,8 @@ fn extract_token(request: &Request) -> Option<Token> {
     })
 }
 
-/// The header the token is read from, and its value.
+/// The header the token is read from, and its value: `X-Serverless-Authorization` first
+/// (then `Authorization` is the app's), else `Authorization`, as Cloud Run.
 fn token_header(headers: &http::HeaderMap) -> Option<(HeaderName, &HeaderValue)> {
     const SERVERLESS: HeaderName = HeaderName::from_static(SERVERLESS_AUTHORIZATION);
     match headers.get(SERVERLESS) {

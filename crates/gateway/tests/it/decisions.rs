@@ -399,18 +399,13 @@ async fn a_connection_remembers_its_token_no_further_than_verification_would() {
     let up = echo_upstream().await;
     let t0 = now();
     let clock = gatehouse_verify::FixedClock::at(t0);
-    let elsewhere = format!(
-        r#"
-[[route]]
-name = "elsewhere"
-path_prefix = "/elsewhere"
-upstream = "http://{up}"
-url = "https://elsewhere.example"
-issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}]
-allow = ["allAuthenticatedUsers"]
-"#,
-        jwks = issuer.jwks_url()
-    );
+    // The same issuer, another audience.
+    let elsewhere = checked_route(&issuer, up, &["allAuthenticatedUsers"])
+        .replace(
+            "name = \"checked\"",
+            "name = \"elsewhere\"\npath_prefix = \"/elsewhere\"",
+        )
+        .replace(AUD, "https://elsewhere.example");
     let (addr, _handle) = gateway_at(
         &format!(
             "{}{elsewhere}",
