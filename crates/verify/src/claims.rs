@@ -43,16 +43,21 @@ impl fmt::Debug for Claims {
     }
 }
 
+const MAX_NUMERIC_DATE: u64 = 1_000_000_000_000_000;
+
 fn numeric_date(field: Option<&Field<'_>>) -> Result<Option<u64>, Error> {
     match field {
         None => Ok(None),
         // RFC 7519 NumericDate: a JSON number. Strings, negatives and non-finite values
         // are refused rather than coerced: coercion is where parsers disagree.
+        // Bounded (1e15 s is the year 33,658) so that no date is "forever" and sums with
+        // a leeway or lifetime never come near overflow.
         Some(Field::Num(n)) => n
             .as_u64()
+            .filter(|i| *i < MAX_NUMERIC_DATE)
             .or_else(|| {
                 n.as_f64()
-                    .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e15)
+                    .filter(|f| f.is_finite() && *f >= 0.0 && *f < MAX_NUMERIC_DATE as f64)
                     .map(|f| f as u64)
             })
             .map(Some)

@@ -88,7 +88,7 @@ pub struct JwksCache {
 impl std::fmt::Debug for JwksCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwksCache")
-            .field("url", &self.url)
+            .field("url", &redacted(&self.url))
             .field("generation", &self.generation.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -187,8 +187,16 @@ impl JwksCache {
                 return Ok(s.keys.clone());
             }
         }
+        // While the key server is failing, an unknown kid waits out the backoff like any
+        // other fetch.
+        if self.in_failure_backoff(now) {
+            return Err(Error::UnknownKid {
+                kid: kid.chars().take(64).collect(),
+            });
+        }
         // Keys fetched within the cooldown (for any reason) would not know the kid either.
-        let cooldown = self.config.unknown_kid_cooldown;
+        // Never zero: random kids must not each cause a fetch.
+        let cooldown = self.config.unknown_kid_cooldown.max(1);
         let last = self.last_unknown_kid_fetch.load(Ordering::Acquire);
         let fetched_recently = self
             .snapshot()
@@ -218,16 +226,24 @@ impl JwksCache {
         {
             return;
         }
-        let this = Arc::clone(self);
+        /// Clears the flag however the task ends (a panic included), or no refresh would
+        /// ever start again.
+        struct InFlight(Arc<JwksCache>);
+        impl Drop for InFlight {
+            fn drop(&mut self) {
+                self.0.background_in_flight.store(false, Ordering::Release);
+            }
+        }
+        let in_flight = InFlight(Arc::clone(self));
         handle.spawn(async move {
+            let this = &in_flight.0;
             let seen = this.generation.load(Ordering::Acquire);
             let _guard = this.fetch_lock.lock().await;
             if this.generation.load(Ordering::Acquire) == seen {
                 if let Err(error) = this.fetch_locked(now).await {
-                    tracing::warn!(url = %this.url, %error, "background key refresh failed; serving cached keys");
+                    tracing::warn!(url = %redacted(&this.url), %error, "background key refresh failed; serving cached keys");
                 }
             }
-            this.background_in_flight.store(false, Ordering::Release);
         });
     }
 
@@ -264,7 +280,7 @@ impl JwksCache {
         match self.fetch(now).await {
             Ok(snapshot) => {
                 let keys = snapshot.keys.clone();
-                tracing::debug!(url = %self.url, keys = keys.len(), fresh_until = snapshot.fresh_until, "fetched issuer keys");
+                tracing::debug!(url = %redacted(&self.url), keys = keys.len(), fresh_until = snapshot.fresh_until, "fetched issuer keys");
                 self.refresh_at
                     .store(snapshot.refresh_at, Ordering::Relaxed);
                 self.usable_until
@@ -276,7 +292,7 @@ impl JwksCache {
                 Ok(keys)
             }
             Err(reason) => {
-                tracing::warn!(url = %self.url, %reason, "fetching issuer keys failed");
+                tracing::warn!(url = %redacted(&self.url), %reason, "fetching issuer keys failed");
                 *self.last_failure.lock() = Some((now, reason.clone()));
                 self.failed_at.store(now.max(1), Ordering::Release);
                 // The last good keys still serve within their staleness bound.
@@ -290,7 +306,7 @@ impl JwksCache {
 
     async fn fetch(&self, now: u64) -> Result<Snapshot, String> {
         let limits = self.config.limits;
-        let mut response = self
+        let response = self
             .http
             .get(&self.url)
             .timeout(self.config.fetch_timeout)
@@ -300,37 +316,78 @@ impl JwksCache {
         if !response.status().is_success() {
             return Err(format!("key server answered {}", response.status()));
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n > limits.max_document_bytes as u64)
-        {
-            return Err("key document too large".into());
-        }
         let max_age = max_age(response.headers());
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let body = read_bounded(response, limits.max_document_bytes)
             .await
-            .map_err(|e| format!("reading body failed: {}", without_url(&e)))?
-        {
-            if body.len() + chunk.len() > limits.max_document_bytes {
-                return Err("key document too large".into());
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                ReadError::TooLarge => "key document too large".to_owned(),
+                ReadError::Transport(e) => format!("reading body failed: {e}"),
+            })?;
         let keys = KeySet::from_document(&body, limits).map_err(|e| e.to_string())?;
         let c = &self.config;
+        // Not `clamp`, which panics on a minimum above the maximum: the maximum wins.
         let fresh = max_age
             .unwrap_or(c.default_max_age)
-            .clamp(c.min_max_age, c.max_max_age);
-        let ahead = (fresh as f64 * c.refresh_ahead_fraction.clamp(0.1, 1.0)) as u64;
+            .max(c.min_max_age)
+            .min(c.max_max_age);
+        let fraction = if c.refresh_ahead_fraction.is_finite() {
+            c.refresh_ahead_fraction.clamp(0.1, 1.0)
+        } else {
+            0.8
+        };
+        let ahead = (fresh as f64 * fraction) as u64;
+        let fresh_until = now.saturating_add(fresh);
         Ok(Snapshot {
             keys: Arc::new(keys),
             fetched_at: now,
-            refresh_at: now + ahead,
-            fresh_until: now + fresh,
-            usable_until: now + fresh + c.max_stale,
+            refresh_at: now.saturating_add(ahead),
+            fresh_until,
+            usable_until: fresh_until.saturating_add(c.max_stale),
         })
+    }
+}
+
+/// Why a bounded read failed.
+pub(crate) enum ReadError {
+    TooLarge,
+    Transport(String),
+}
+
+/// A response's body, refused once it passes `max` bytes: by its `Content-Length` before
+/// reading, else as it streams in. Never more than `max` bytes held.
+pub(crate) async fn read_bounded(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, ReadError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ReadError::Transport(without_url(&e)))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A URL for logs: scheme, host, port and path; never its query or user info, which may
+/// carry a key.
+pub(crate) fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
     }
 }
 

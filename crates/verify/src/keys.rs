@@ -179,6 +179,13 @@ impl PublicKey {
                 if curve.as_ref() != Some(&p256) || point.data().len() != 65 {
                     return Err(KeyError::UnsupportedKeyType("EC (not P-256)".into()));
                 }
+                // SEC 1: 0x04 is the uncompressed form; a hybrid (0x06, 0x07) or any other
+                // prefix is not read as one.
+                if point.data()[0] != 0x04 {
+                    return Err(KeyError::UnsupportedKeyType(
+                        "EC point not in uncompressed form".into(),
+                    ));
+                }
                 let data = point.data();
                 PublicKey::p256(kid, &data[1..33], &data[33..65])
             }

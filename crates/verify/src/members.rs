@@ -2,6 +2,7 @@
 //! `group:`, `domain:`, `allAuthenticatedUsers`, `allUsers`, and the policy JSON that
 //! `gcloud run services get-iam-policy --format=json` prints.
 
+use crate::profile::ProfileKind;
 use crate::verifier::Identity;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -162,7 +163,10 @@ impl Member {
                 verified_email
                     .and_then(email_domain)
                     .is_some_and(|d| d.eq_ignore_ascii_case(domain))
+                    // `hd` is Google's word for the Workspace domain; from another
+                    // issuer it is only a claim of that name.
                     || (id.email_verified()
+                        && matches!(id.profile_kind(), ProfileKind::Google | ProfileKind::Iap)
                         && id
                             .claims()
                             .hosted_domain()

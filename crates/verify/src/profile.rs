@@ -62,6 +62,9 @@ pub struct IssuerProfile {
 pub struct ProfileParseError(pub String);
 
 pub const DEFAULT_LEEWAY: u64 = 60;
+/// Google's and Firebase's ID tokens live an hour; google-auth-library-nodejs refuses one
+/// expiring more than a day ahead (`maxExpiry`), and so does a profile of theirs here.
+pub const GOOGLE_MAX_LIFETIME: u64 = 86_400;
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 impl IssuerProfile {
@@ -85,12 +88,14 @@ impl IssuerProfile {
     /// Google-signed ID tokens (Sign-In, service accounts, the metadata server): RS256,
     /// `iss` exactly `accounts.google.com` or `https://accounts.google.com`.
     pub fn google() -> Self {
-        IssuerProfile::base(
+        let mut p = IssuerProfile::base(
             "google".into(),
             ProfileKind::Google,
             GOOGLE_ISSUERS.iter().map(|s| (*s).to_owned()).collect(),
             KeySource::Url(GOOGLE_JWKS_URL.into()),
-        )
+        );
+        p.max_lifetime = Some(GOOGLE_MAX_LIFETIME);
+        p
     }
 
     /// Firebase Auth / Identity Platform ID tokens of `project`; the audience is the
@@ -105,6 +110,7 @@ impl IssuerProfile {
             KeySource::Url(FIREBASE_CERTS_URL.into()),
         );
         p.audiences = vec![project.to_owned()];
+        p.max_lifetime = Some(GOOGLE_MAX_LIFETIME);
         p
     }
 

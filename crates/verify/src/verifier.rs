@@ -19,6 +19,12 @@ struct VerifiedToken {
     claims: Claims,
     profile: Arc<str>,
     kind: ProfileKind,
+    /// The earliest time the token passes its `nbf` and `iat` checks (leeway included): a
+    /// cache hit is judged at its own time, as a verification would be, were the clock
+    /// stepped back or a caller's `now` earlier than the first.
+    valid_from: u64,
+    /// Which verifier made it: only that verifier's keys can say it still stands.
+    verifier: u64,
     /// The fetched key that checked the signature, for the verified-token cache to ask
     /// whether it is still published; `None` for a profile's static keys.
     key: Option<KeyUsed>,
@@ -62,14 +68,26 @@ impl Identity {
     pub fn email(&self) -> Option<&str> {
         self.0.claims.email()
     }
+    /// Whether the email is one the issuer vouches for: `email_verified: true`, or IAP's
+    /// `email`, which is always the account IAP signed in (see [`email_verified`]).
     pub fn email_verified(&self) -> bool {
-        self.0.claims.email_verified()
+        email_verified(&self.0.kind, &self.0.claims)
     }
     pub fn issuer(&self) -> &str {
         self.0.claims.issuer()
     }
     pub fn expires_at(&self) -> u64 {
         self.0.claims.expires_at()
+    }
+    /// Whether both are the one verification of a token: a verifier's cache hit returns
+    /// the verification it keeps, a verification afresh a new one.
+    pub fn same_verification(&self, other: &Identity) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+    /// Whether `at` is within the token's time (not before its `nbf` or `iat`, leeway
+    /// given; before its `exp`).
+    fn current_at(&self, at: u64) -> bool {
+        self.0.valid_from <= at && at < self.expires_at()
     }
     /// A verified email that belongs to a Google service account.
     pub fn is_service_account(&self) -> bool {
@@ -100,6 +118,8 @@ struct Trusted {
 
 /// Verifies tokens against one or more issuer profiles. Share it (`Arc`) across requests.
 pub struct Verifier {
+    /// Tells this verifier's identities from another's (see [`Verifier::still_stands`]).
+    id: u64,
     trusted: Vec<Trusted>,
     http: reqwest::Client,
     cache_config: CacheConfig,
@@ -217,7 +237,9 @@ impl VerifierBuilder {
             .collect();
         let tokens = (self.token_cache_capacity > 0)
             .then(|| quick_cache::sync::Cache::new(self.token_cache_capacity));
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Verifier {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             trusted,
             http,
             cache_config: self.cache_config,
@@ -271,7 +293,7 @@ impl Verifier {
                 // then applies the leeway, or refuses), nor its key: once the issuer no
                 // longer publishes the key, or its keys are past their staleness bound, the
                 // token is verified afresh, as an uncached one would be.
-                if now < identity.expires_at() && self.key_still_stands(&identity, now) {
+                if identity.current_at(now) && self.key_still_stands(&identity, now) {
                     return Ok(identity);
                 }
             }
@@ -281,7 +303,7 @@ impl Verifier {
         // otherwise reserve it on every cache hit too.
         let identity = Box::pin(self.verify_uncached(token, now)).await?;
         if let Some(cache) = &self.tokens {
-            if now < identity.expires_at() {
+            if identity.current_at(now) {
                 cache.insert(token.into(), identity.clone());
             }
         }
@@ -293,9 +315,13 @@ impl Verifier {
     /// still published as the same key. For a caller that remembers the token it last saw
     /// (a connection, whose client sends the same token until it expires) and so can skip
     /// reading and looking it up again. False when this verifier keeps no verified tokens:
-    /// then every token is verified afresh, as configured.
+    /// then every token is verified afresh, as configured; false for another verifier's
+    /// identity, whose profiles and keys are not this one's.
     pub fn still_stands(&self, identity: &Identity, now: u64) -> bool {
-        self.tokens.is_some() && now < identity.expires_at() && self.key_still_stands(identity, now)
+        self.tokens.is_some()
+            && identity.0.verifier == self.id
+            && identity.current_at(now)
+            && self.key_still_stands(identity, now)
     }
 
     fn key_still_stands(&self, identity: &Identity, now: u64) -> bool {
@@ -361,10 +387,17 @@ impl Verifier {
         let (keys, generation) = self.keys_for(trusted, kid, now).await?;
         let key = jws::verify_signature(&compact, &header, &keys, &profile.algorithms)?;
         check_claims(profile, &claims, now)?;
+        let valid_from = claims
+            .not_before()
+            .max(claims.issued_at())
+            .unwrap_or(0)
+            .saturating_sub(profile.leeway);
         Ok(Identity(Arc::new(VerifiedToken {
             claims,
             profile: trusted.name.clone(),
             kind: profile.kind.clone(),
+            valid_from,
+            verifier: self.id,
             key: generation.map(|generation| KeyUsed {
                 trusted: index,
                 key: key.clone(),
@@ -426,26 +459,30 @@ impl Verifier {
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
+        let shown = crate::jwks::redacted(&url);
         let response = self
             .http
             .get(&url)
             .timeout(self.cache_config.fetch_timeout)
             .send()
             .await
-            .map_err(|_| unavailable(format!("discovery at {url} failed")))?;
+            .map_err(|_| unavailable(format!("discovery at {shown} failed")))?;
         if !response.status().is_success() {
             return Err(unavailable(format!(
-                "discovery at {url} answered {}",
+                "discovery at {shown} answered {}",
                 response.status()
             )));
         }
-        let body = response
-            .bytes()
+        let body = crate::jwks::read_bounded(response, self.cache_config.limits.max_document_bytes)
             .await
-            .map_err(|_| unavailable("discovery body unreadable".into()))?;
-        if body.len() > self.cache_config.limits.max_document_bytes {
-            return Err(unavailable("discovery document too large".into()));
-        }
+            .map_err(|e| match e {
+                crate::jwks::ReadError::TooLarge => {
+                    unavailable("discovery document too large".into())
+                }
+                crate::jwks::ReadError::Transport(_) => {
+                    unavailable("discovery body unreadable".into())
+                }
+            })?;
         let doc = crate::json::parse_object(&body)
             .map_err(|_| unavailable("discovery document is not a JSON object".into()))?;
         // OIDC Discovery §4.3: the document's issuer must be exactly the one we asked.
@@ -458,11 +495,28 @@ impl Verifier {
             .get("jwks_uri")
             .and_then(|v| v.as_str())
             .ok_or_else(|| unavailable("discovery document has no jwks_uri".into()))?;
+        if !keys_url_allowed(issuer, jwks_uri) {
+            return Err(unavailable(
+                "discovery document names keys at a URL not https like the issuer".into(),
+            ));
+        }
         Ok(Arc::new(JwksCache::new(
             jwks_uri,
             self.http.clone(),
             self.cache_config.clone(),
         )))
+    }
+}
+
+/// Whether an issuer's discovery document may name `jwks_uri` for its keys. The keys are
+/// the root of trust: an issuer reached over TLS names keys reached over TLS; only an
+/// `http://` issuer (a local emulator) may name `http://` keys. No other scheme.
+fn keys_url_allowed(issuer: &str, jwks_uri: &str) -> bool {
+    let scheme = |u: &str| reqwest::Url::parse(u).map(|u| u.scheme().to_owned()).ok();
+    let keys = scheme(jwks_uri);
+    match scheme(issuer).as_deref() {
+        Some("https") => keys.as_deref() == Some("https"),
+        _ => matches!(keys.as_deref(), Some("https" | "http")),
     }
 }
 
@@ -478,10 +532,13 @@ pub(crate) fn check_claims(
             iss: claims.issuer().chars().take(128).collect(),
         });
     }
+    // OIDC Core 3.1.3.7: the token must name this client, and no audience it does not
+    // trust (a token for ["their-client", "ours"] is theirs to replay). Google's libraries
+    // refuse any array; one of accepted audiences only is as strict and spec-conformant.
     if !claims
         .audiences()
         .iter()
-        .any(|a| profile.audiences.iter().any(|ok| ok == a))
+        .all(|a| profile.audiences.iter().any(|ok| ok == a))
     {
         return Err(Error::WrongAudience);
     }
@@ -535,8 +592,56 @@ pub(crate) fn check_claims(
             }
         }
     }
-    if profile.require_email_verified && !(claims.email().is_some() && claims.email_verified()) {
+    if profile.require_email_verified
+        && !(claims.email().is_some() && email_verified(&profile.kind, claims))
+    {
         return Err(Error::EmailUnverified);
     }
     Ok(())
+}
+
+/// Whether the issuer vouches for the token's email. IAP's assertion has no
+/// `email_verified`: its `email` is the Google account IAP signed in, verified by Google,
+/// unless the identity came from Identity Platform (a `gcip` claim), whose own
+/// `email_verified` then says.
+fn email_verified(kind: &ProfileKind, claims: &Claims) -> bool {
+    if claims.email_verified() {
+        return true;
+    }
+    match kind {
+        ProfileKind::Iap => match claims.get("gcip") {
+            None => claims.email().is_some(),
+            Some(gcip) => gcip.get("email_verified") == Some(&serde_json::Value::Bool(true)),
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keys_url_allowed;
+
+    #[test]
+    fn an_https_issuer_names_https_keys_only() {
+        let issuer = "https://op.example";
+        assert!(keys_url_allowed(issuer, "https://keys.op.example/jwks"));
+        for keys in [
+            "http://keys.op.example/jwks",
+            "file:///etc/jwks.json",
+            "ftp://keys.op.example/jwks",
+            "//keys.op.example/jwks",
+            "not a url",
+        ] {
+            assert!(!keys_url_allowed(issuer, keys), "{keys}");
+        }
+        // A plain-HTTP issuer (the emulator) may name plain-HTTP keys, never a file.
+        assert!(keys_url_allowed(
+            "http://127.0.0.1:9099",
+            "http://127.0.0.1:9099/jwks"
+        ));
+        assert!(!keys_url_allowed(
+            "http://127.0.0.1:9099",
+            "file:///etc/jwks.json"
+        ));
+    }
 }

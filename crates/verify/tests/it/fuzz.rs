@@ -65,7 +65,7 @@ pub static TOKENS: LazyLock<Vec<String>> = LazyLock::new(|| {
             &claims_with(|c| {
                 c.insert("name".into(), json!("Zoë Ñandú 🦀"));
                 c.insert("nested".into(), json!({"a": [1, {"b": null}], "c": 1.5e3}));
-                c.insert("aud".into(), json!(["x", AUD]));
+                c.insert("aud".into(), json!([AUD]));
                 c.insert("nbf".into(), json!(NOW - 20));
                 c.insert("hd".into(), json!("example.com"));
             }),

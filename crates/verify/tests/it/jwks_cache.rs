@@ -614,3 +614,99 @@ async fn a_failing_discovery_is_not_retried_per_request() {
     v.verify(&token, NOW + 5).await.unwrap();
     assert_eq!(server.discovery_fetches(), 2);
 }
+
+/// While the key server fails, an unknown kid waits out the failure backoff like any other
+/// fetch: a storm of random kids during an outage does not become a storm of fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kids_do_not_fetch_during_the_failure_backoff() {
+    let server = KeyServer::start(jwks_document(&[&RSA])).await;
+    server.set_cache_control("public, max-age=86400");
+    let config = CacheConfig {
+        unknown_kid_cooldown: 30,
+        failure_backoff: 120,
+        ..cache_config()
+    };
+    let v = url_verifier(&server.jwks_url(), config, 0);
+    v.verify(&token_for(&RSA, 0), NOW).await.unwrap();
+    server.set_status(500);
+    assert_eq!(
+        refusal(&v, &token_with_kid("first"), NOW + 31).await,
+        "unknown_kid"
+    );
+    assert_eq!(server.jwks_fetches(), 2, "past the cooldown: one refetch");
+    // Past the cooldown again, still within the backoff of that failure.
+    for (i, at) in [NOW + 62, NOW + 100, NOW + 150].into_iter().enumerate() {
+        let t = token_with_kid(&format!("later-{i}"));
+        assert_eq!(refusal(&v, &t, at).await, "unknown_kid");
+    }
+    assert_eq!(server.jwks_fetches(), 2);
+    // The cached keys keep verifying throughout.
+    v.verify(&token_for(&RSA, 1), NOW + 150).await.unwrap();
+    // After the backoff, an unknown kid may ask again.
+    assert_eq!(
+        refusal(&v, &token_with_kid("after"), NOW + 152).await,
+        "unknown_kid"
+    );
+    assert_eq!(server.jwks_fetches(), 3);
+}
+
+/// Settings that make no sense (a minimum freshness above the maximum, staleness for ever,
+/// no cooldown, a fraction that is not a number) neither panic nor break the cache: the
+/// maximum freshness wins, sums saturate, and unknown kids still fetch at most once a
+/// second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonsense_cache_settings_neither_panic_nor_storm() {
+    let server = KeyServer::start(jwks_document(&[&RSA])).await;
+    let config = CacheConfig {
+        min_max_age: 100,
+        max_max_age: 10,
+        max_stale: u64::MAX,
+        unknown_kid_cooldown: 0,
+        refresh_ahead_fraction: f64::NAN,
+        ..cache_config()
+    };
+    let v = url_verifier(&server.jwks_url(), config, 0);
+    v.verify(&token_for(&RSA, 0), NOW).await.unwrap();
+    v.verify(&token_for(&RSA, 1), NOW + 5).await.unwrap();
+    for i in 0..100 {
+        let t = token_with_kid(&format!("random-{i}"));
+        assert_eq!(refusal(&v, &t, NOW + 6).await, "unknown_kid");
+    }
+    assert!(
+        server.jwks_fetches() <= 2,
+        "{} fetches for 100 unknown kids in one second",
+        server.jwks_fetches()
+    );
+}
+
+/// The discovery document is bounded like a key document (read through the same bounded
+/// reader, which stops at the limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_discovery_document_is_refused() {
+    let server = KeyServer::start(jwks_document(&[&RSA])).await;
+    server.set_discovery(json!({
+        "issuer": server.base,
+        "jwks_uri": server.jwks_url(),
+        "padding": "x".repeat(8192),
+    }));
+    let config = CacheConfig {
+        limits: gatehouse_verify::KeyLimits {
+            max_document_bytes: 4096,
+            ..Default::default()
+        },
+        ..cache_config()
+    };
+    let v = Verifier::builder()
+        .profile(IssuerProfile::oidc(&server.base).with_audiences([AUD]))
+        .http_client(http_client())
+        .cache_config(config)
+        .build()
+        .unwrap();
+    let claims = claims_with(|c| {
+        c.insert("iss".into(), json!(server.base));
+    });
+    let err = v.verify(&sign(&RSA, &claims), NOW).await.unwrap_err();
+    assert_eq!(err.code(), "keys_unavailable");
+    assert!(err.to_string().contains("too large"), "{err}");
+    assert_eq!(server.jwks_fetches(), 0);
+}

@@ -313,3 +313,71 @@ async fn a_real_policy_with_deleted_and_federated_principals_loads_and_they_matc
     // A typo is still refused.
     assert!("usr:alice@example.com".parse::<Member>().is_err());
 }
+
+/// IAP's assertion carries no `email_verified`: its `email` is the account IAP signed in,
+/// so it matches `user:` and `domain:` members (an app behind IAP, or behind the gateway's
+/// IAP-shaped assertion, admits by email). An Identity Platform identity (`gcip`) is judged
+/// by its own `email_verified`.
+#[tokio::test]
+async fn an_iap_assertion_email_is_verified_unless_identity_platform_says_not() {
+    const IAP_AUD: &str = "/projects/123/global/backendServices/456";
+    let v = verifier(
+        gatehouse_verify::IssuerProfile::iap()
+            .with_audiences([IAP_AUD])
+            .with_static_keys(keyset(&[&EC])),
+    );
+    let assertion = |gcip: Option<Value>| {
+        let mut claims = json!({
+            "iss": "https://cloud.google.com/iap",
+            "aud": IAP_AUD,
+            "sub": "accounts.google.com:110169484474386276334",
+            "email": "alice@example.com",
+            "hd": "example.com",
+            "iat": NOW,
+            "exp": NOW + 600,
+        });
+        if let Some(gcip) = gcip {
+            claims["gcip"] = gcip;
+        }
+        sign(&EC, &claims)
+    };
+    let groups = Groups::new();
+    let google = v.verify(&assertion(None), NOW).await.unwrap();
+    assert!(google.email_verified());
+    assert!(member("user:alice@example.com").matches(Some(&google), &groups));
+    assert!(member("domain:example.com").matches(Some(&google), &groups));
+    let unverified = v
+        .verify(&assertion(Some(json!({"email_verified": false}))), NOW)
+        .await
+        .unwrap();
+    assert!(!member("user:alice@example.com").matches(Some(&unverified), &groups));
+    let verified = v
+        .verify(&assertion(Some(json!({"email_verified": true}))), NOW)
+        .await
+        .unwrap();
+    assert!(member("user:alice@example.com").matches(Some(&verified), &groups));
+}
+
+/// `hd` is Google's claim; another issuer's token naming an `hd` does not join that domain.
+#[tokio::test]
+async fn hd_counts_only_from_google_and_iap() {
+    let v = verifier(
+        gatehouse_verify::IssuerProfile::literal(
+            "https://op.example",
+            gatehouse_verify::KeySource::Static(std::sync::Arc::new(keyset(&[&RSA]))),
+        )
+        .with_audiences([AUD]),
+    );
+    let token = sign(
+        &RSA,
+        &claims_with(|c| {
+            c.insert("iss".into(), json!("https://op.example"));
+            c.insert("email".into(), json!("carol@gmail.com"));
+            c.insert("email_verified".into(), json!(true));
+            c.insert("hd".into(), json!("example.com"));
+        }),
+    );
+    let id = v.verify(&token, NOW).await.unwrap();
+    assert!(!member("domain:example.com").matches(Some(&id), &Groups::new()));
+    assert!(member("domain:gmail.com").matches(Some(&id), &Groups::new()));
+}

@@ -35,7 +35,7 @@ static TOKENS: LazyLock<Vec<String>> = LazyLock::new(|| {
             &claims_with(|c| {
                 c.insert("name".into(), json!("Zoë Ñandú 🦀"));
                 c.insert("nested".into(), json!({"a": [1, {"b": null}], "c": 1.5}));
-                c.insert("aud".into(), json!(["x", AUD]));
+                c.insert("aud".into(), json!([AUD]));
             }),
         ),
     ];
