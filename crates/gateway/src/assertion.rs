@@ -35,7 +35,8 @@ pub enum AssertionError {
     NotAHeaderValue(&'static str),
 }
 
-type CacheKey = (Arc<str>, String, String);
+/// Audience, issuer, subject and (verified) email: two issuers' subjects are two people.
+type CacheKey = (Arc<str>, String, String, String);
 
 /// Signs and caches assertions; publishes its public key as a JWK set.
 pub struct AssertionSigner {
@@ -110,8 +111,10 @@ impl AssertionSigner {
         identity: &Identity,
         now: u64,
     ) -> Result<IdentityHeaders, AssertionError> {
-        let email = identity.email().unwrap_or_default();
-        let lookup = KeyRef(audience, identity.subject(), email);
+        // Only an email the issuer vouches for is asserted: IAP asserts the account it
+        // signed in, and apps behind it trust the header and the claim as such.
+        let email = crate::stack::verified_email(identity).unwrap_or_default();
+        let lookup = KeyRef(audience, identity.issuer(), identity.subject(), email);
         if let Some(cached) = self.cache.get(&lookup) {
             if now.saturating_add(REISSUE_MARGIN) < cached.exp {
                 return Ok(cached);
@@ -156,6 +159,7 @@ impl AssertionSigner {
         self.cache.insert(
             (
                 audience.clone(),
+                identity.issuer().to_owned(),
                 identity.subject().to_owned(),
                 email.to_owned(),
             ),
@@ -187,11 +191,11 @@ fn header_value(text: String, what: &'static str) -> Result<HeaderValue, Asserti
 /// A borrowed cache key: hashes as [`CacheKey`] does (a tuple hashes its fields in order,
 /// and `str`, `String` and `Arc<str>` hash alike), so a look-up allocates nothing.
 #[derive(Hash)]
-struct KeyRef<'a>(&'a Arc<str>, &'a str, &'a str);
+struct KeyRef<'a>(&'a Arc<str>, &'a str, &'a str, &'a str);
 
 impl quick_cache::Equivalent<CacheKey> for KeyRef<'_> {
     fn equivalent(&self, key: &CacheKey) -> bool {
-        *self.0 == key.0 && self.1 == key.1 && self.2 == key.2
+        *self.0 == key.0 && self.1 == key.1 && self.2 == key.2 && self.3 == key.3
     }
 }
 

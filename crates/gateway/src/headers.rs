@@ -17,9 +17,9 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// Google's prefix on the identity headers' values.
 pub(crate) const ACCOUNTS_PREFIX: &str = "accounts.google.com:";
 
-/// Whether a client-sent header claims an identity only the gateway may assert.
-pub(crate) fn is_identity_header(name: &HeaderName) -> bool {
-    let n = name.as_str(); // always lowercase
+/// Whether a client-sent header (lowercase name) claims an identity only the gateway may
+/// assert.
+fn is_identity_name(n: &str) -> bool {
     n.starts_with("x-goog-authenticated-user-")
         || n.starts_with("x-goog-iap-")
         || n.starts_with("x-gatehouse-")
@@ -33,11 +33,57 @@ pub(crate) fn is_identity_header(name: &HeaderName) -> bool {
         )
 }
 
-/// Removes every identity header, whatever its case or count.
-pub(crate) fn strip_identity(headers: &mut HeaderMap) -> usize {
+/// Headers that tell an app where a request came from or which URL it was for: believed
+/// only from a trusted proxy (the gateway sets its own `X-Forwarded-For/Proto/Host` and
+/// `Forwarded`; apps and frameworks read these others for the client's address or to
+/// build and re-route URLs).
+fn is_client_claim(n: &str) -> bool {
+    matches!(
+        n,
+        "x-real-ip"
+            | "true-client-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "cf-connecting-ip"
+            | "fastly-client-ip"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-ssl"
+            | "x-forwarded-scheme"
+            | "x-forwarded-server"
+            | "front-end-https"
+    )
+}
+
+/// Never believed from anyone: IIS and Symfony route by these instead of the request
+/// line, so a request would reach a path its route was not chosen by.
+fn is_url_override(n: &str) -> bool {
+    matches!(n, "x-original-url" | "x-rewrite-url")
+}
+
+/// Whether a client-sent header is to be removed before the gateway says who the caller
+/// is and where the request came from. A name with `_` is judged as with `-`: CGI, WSGI
+/// and Rack servers read `X-Goog-Authenticated-User_Email` as the real header.
+fn is_spoofable(name: &HeaderName, from_trusted_proxy: bool) -> bool {
+    let n = name.as_str(); // always lowercase
+    if n.contains('_') {
+        let n = n.replace('_', "-");
+        // A proxy writes the forwarding names with `-`: the `_` twins are nobody's.
+        return is_identity_name(&n)
+            || is_client_claim(&n)
+            || is_url_override(&n)
+            || n.starts_with("x-forwarded-")
+            || n == "forwarded";
+    }
+    is_identity_name(n) || is_url_override(n) || (!from_trusted_proxy && is_client_claim(n))
+}
+
+/// Removes every identity header, whatever its case or count, and what a client may not
+/// claim about where its request came from (see [`is_spoofable`]).
+pub(crate) fn strip_identity(headers: &mut HeaderMap, from_trusted_proxy: bool) -> usize {
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| is_identity_header(n))
+        .filter(|n| is_spoofable(n, from_trusted_proxy))
         .cloned()
         .collect();
     for n in &names {
@@ -60,7 +106,9 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those `Connection` names, and
-/// `Upgrade` (re-added by the caller for an upgrade it forwards).
+/// `Upgrade` (re-added by the caller for an upgrade it forwards). A message that came with
+/// `Transfer-Encoding` loses its `Content-Length` too (RFC 9112 §6.3: the encoding framed
+/// it, and the length would misframe what is sent on).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names the message has, noting which hop-by-hop ones are there:
     // most messages have none or only `Connection`, and each removal is a lookup.
@@ -94,17 +142,76 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    if present & (1 << 7) != 0 {
+        headers.remove(header::CONTENT_LENGTH);
+    }
 }
 
-/// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
-pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+/// What a request's hop-by-hop headers asked of this hop, read before they are removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Hop {
+    /// A WebSocket handshake: the one upgrade tunnelled. Any other (`h2c` above all, whose
+    /// tunnel would carry further requests past routing and policy) is not forwarded.
+    pub websocket: bool,
+    /// `TE: trailers`, which an HTTP/2 upstream needs for gRPC.
+    pub te_trailers: bool,
+}
+
+/// Reads what the request asks of this hop, then removes its hop-by-hop headers (those
+/// its `Connection` names included): before the gateway adds its own headers, so a client
+/// naming them in `Connection` removes only what it sent.
+pub(crate) fn take_hop_by_hop(request: &mut http::Request<impl Sized>) -> Hop {
+    let h = request.headers();
+    let websocket = request.method() == http::Method::GET
+        && request.version() == http::Version::HTTP_11
+        && has_token(h, header::CONNECTION, "upgrade")
+        && is_websocket(h);
+    let te_trailers = has_token(h, header::TE, "trailers");
+    strip_hop_by_hop(request.headers_mut());
+    Hop {
+        websocket,
+        te_trailers,
+    }
+}
+
+/// Whether a comma-separated header's values include `token` (any case).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether `Upgrade` asks for exactly one protocol, WebSocket (RFC 6455 §4.1).
+pub(crate) fn is_websocket(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket")),
+        _ => false,
+    }
+}
+
+/// An HTTP/2 client may send its cookies as several `cookie` fields; an HTTP/1.1 message
+/// carries one (RFC 9113 §8.2.3: joined with "; " before passing on).
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined = BytesMut::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.put_slice(b"; ");
+        }
+        joined.put_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 /// What this hop says of a connection in the forwarding headers, made once per connection.
@@ -124,9 +231,12 @@ pub(crate) struct Forwarding {
 impl Forwarding {
     pub(crate) fn new(peer: SocketAddr, tls: bool) -> Self {
         let proto = if tls { "https" } else { "http" };
-        let ip = peer.ip().to_string();
+        // An IPv4 client of a dual-stack listener is itself, not `::ffff:a.b.c.d`.
+        let ip = peer.ip().to_canonical();
+        let v6 = ip.is_ipv6();
+        let ip = ip.to_string();
         // RFC 7239: an IPv6 node is bracketed and quoted.
-        let quoted = if peer.is_ipv6() {
+        let quoted = if v6 {
             format!("\"[{ip}]\"")
         } else {
             ip.clone()
@@ -309,8 +419,105 @@ mod tests {
         h.append("X-Forwarded-User", "d".parse().unwrap());
         h.append("X-Gatehouse-Anything", "e".parse().unwrap());
         h.append("x-goog-api-client", "keep".parse().unwrap());
-        assert_eq!(strip_identity(&mut h), 4);
+        assert_eq!(strip_identity(&mut h, false), 4);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn underscore_twins_address_claims_and_url_overrides_go() {
+        let names = |trusted: bool| {
+            let mut h = HeaderMap::new();
+            for name in [
+                "x-goog-authenticated-user_email",
+                "x_goog_iap_jwt_assertion",
+                "x_forwarded_for",
+                "x-forwarded_host",
+                "x_real_ip",
+                "x-real-ip",
+                "x-original-url",
+                "x-api_key",
+                "x-request-id",
+            ] {
+                h.append(HeaderName::from_static(name), "v".parse().unwrap());
+            }
+            strip_identity(&mut h, trusted);
+            let mut left: Vec<String> = h.keys().map(|n| n.as_str().to_owned()).collect();
+            left.sort();
+            left
+        };
+        // Names with `_` that mean nothing to the gateway are the app's.
+        assert_eq!(names(false), ["x-api_key", "x-request-id"]);
+        // A trusted proxy's `X-Real-IP` is its word on the client.
+        assert_eq!(names(true), ["x-api_key", "x-real-ip", "x-request-id"]);
+    }
+
+    #[test]
+    fn a_length_beside_a_transfer_encoding_goes_with_it() {
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("content-length", "5".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = HeaderMap::new();
+        h.insert("content-length", "5".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["content-length"], "5");
+    }
+
+    #[test]
+    fn only_a_websocket_handshake_is_an_upgrade() {
+        let hop = |method: &str, version: http::Version, headers: &[(&str, &str)]| {
+            let mut request = http::Request::builder().method(method).version(version);
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            let mut request = request.body(()).unwrap();
+            let hop = take_hop_by_hop(&mut request);
+            assert!(!request.headers().contains_key("upgrade"));
+            hop.websocket
+        };
+        let ws = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ];
+        assert!(hop("GET", http::Version::HTTP_11, &ws));
+        assert!(!hop("POST", http::Version::HTTP_11, &ws));
+        assert!(!hop("GET", http::Version::HTTP_10, &ws));
+        for upgrade in ["h2c", "websocket, h2c", "h2c, websocket", "TLS/1.2"] {
+            let headers = [("connection", "upgrade"), ("upgrade", upgrade)];
+            assert!(!hop("GET", http::Version::HTTP_11, &headers), "{upgrade}");
+        }
+        assert!(!hop(
+            "GET",
+            http::Version::HTTP_11,
+            &[("upgrade", "websocket")]
+        ));
+    }
+
+    #[test]
+    fn split_cookies_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "b=2".parse().unwrap());
+        h.append("cookie", "c=3".parse().unwrap());
+        join_cookies(&mut h);
+        assert_eq!(
+            h.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1; b=2; c=3"]
+        );
+        let mut h = HeaderMap::new();
+        h.append("cookie", "a=1".parse().unwrap());
+        join_cookies(&mut h);
+        assert_eq!(h["cookie"], "a=1");
+    }
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_listener_is_forwarded_as_ipv4() {
+        let mut h = HeaderMap::new();
+        let hop = Forwarding::new("[::ffff:192.0.2.7]:5000".parse().unwrap(), false);
+        set_forwarded(&mut h, &hop, &HeaderValue::from_static(""), false);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod cors;
 mod endpoints;
 mod headers;
 pub mod metrics;
+mod paths;
 mod pool;
 mod proxy;
 mod ratelimit;

@@ -20,6 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower::Service as _;
@@ -67,11 +68,59 @@ pub(crate) struct Lease {
     pool: Arc<Http1Pool>,
     origin: Authority,
     sender: http1::SendRequest<Body>,
+    /// Set once the request's body has gone out in full (`None`: it had none).
+    body_sent: Option<Arc<AtomicBool>>,
 }
 
 impl Lease {
+    /// Hands the connection back once its response has been read to the end, unless its
+    /// request's body is still going out (an upstream may answer before reading it all):
+    /// the next request would wait behind that upload. Such a connection is closed when
+    /// its exchange ends.
     fn release(self) {
+        if self
+            .body_sent
+            .as_ref()
+            .is_some_and(|sent| !sent.load(Ordering::Acquire))
+        {
+            return;
+        }
         self.pool.put(self.origin, self.sender);
+    }
+}
+
+/// A request body that says when it has been sent in full.
+struct Tracked {
+    body: Body,
+    sent: Arc<AtomicBool>,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.sent.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // hyper stops at a body that says it is done, without polling it to `None`.
+        let end = self.body.is_end_stream();
+        if end {
+            self.sent.store(true, Ordering::Release);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -94,6 +143,17 @@ impl Http1Pool {
         mut request: Request<Body>,
     ) -> Result<(Response<Incoming>, Lease), PoolError> {
         let origin = upstream.authority().ok_or(PoolError::NoAuthority)?.clone();
+        let body_sent = (!request.body().is_end_stream()).then(|| {
+            let sent = Arc::new(AtomicBool::new(false));
+            let tracked = sent.clone();
+            request = std::mem::take(&mut request).map(|body| {
+                Body::new(Tracked {
+                    body,
+                    sent: tracked,
+                })
+            });
+            sent
+        });
         while let Some((mut sender, idle_for)) = self.take(&origin) {
             if sender.ready().await.is_err() {
                 continue;
@@ -102,7 +162,7 @@ impl Http1Pool {
                 .then(|| replayable(&request))
                 .flatten();
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.lease(origin, sender))),
+                Ok(response) => return Ok((response, self.lease(origin, sender, body_sent))),
                 Err(mut failed) => match (failed.take_message(), again) {
                     // Not sent: the connection closed as it was taken.
                     (Some(unsent), _) => request = unsent,
@@ -128,14 +188,20 @@ impl Http1Pool {
             }
         });
         let response = sender.send_request(request).await?;
-        Ok((response, self.lease(origin, sender)))
+        Ok((response, self.lease(origin, sender, body_sent)))
     }
 
-    fn lease(self: &Arc<Self>, origin: Authority, sender: http1::SendRequest<Body>) -> Lease {
+    fn lease(
+        self: &Arc<Self>,
+        origin: Authority,
+        sender: http1::SendRequest<Body>,
+        body_sent: Option<Arc<AtomicBool>>,
+    ) -> Lease {
         Lease {
             pool: self.clone(),
             origin,
             sender,
+            body_sent,
         }
     }
 

@@ -76,7 +76,8 @@ fn upstream_target(base: &Uri, request_uri: &Uri) -> Result<PathAndQuery, http::
     let base_path = base.path().trim_end_matches('/');
     match request_uri.path_and_query() {
         // An upstream at its root takes the request's path as it came (a shared clone).
-        Some(pq) if base_path.is_empty() => Ok(pq.clone()),
+        // `OPTIONS *` is about the server, under any base path.
+        Some(pq) if base_path.is_empty() || pq.as_str() == "*" => Ok(pq.clone()),
         pq => {
             let pq = pq.map_or("/", PathAndQuery::as_str);
             Ok(PathAndQuery::try_from(format!("{base_path}{pq}"))?)
@@ -133,33 +134,28 @@ pub(crate) async fn forward(
             return error_response(StatusCode::BAD_REQUEST, "bad_request", "bad_path");
         }
     };
-    let upgrade =
-        request.version() == Version::HTTP_11 && headers::wants_upgrade(request.headers());
-    let upgrade_value = request.headers().get(header::UPGRADE).cloned();
+    // The request's hop-by-hop headers are gone already (`headers::take_hop_by_hop`);
+    // what they asked for is in `ctx.hop`.
+    let upgrade = ctx.hop.websocket;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-
+    if request.version() == Version::HTTP_2 {
+        headers::join_cookies(request.headers_mut());
+    }
+    let (mut parts, body) = request.into_parts();
     // `TE: trailers` is the one hop-by-hop value an HTTP/2 upstream needs (gRPC); a TLS
     // upstream may answer in HTTP/2.
-    let te_trailers = (route.config.upstream_h2c || tls_upstream)
-        && request
-            .headers()
-            .get_all(header::TE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    let (mut parts, body) = request.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if te_trailers {
+    if ctx.hop.te_trailers && (route.config.upstream_h2c || tls_upstream) {
         parts
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if let (true, Some(u)) = (upgrade, upgrade_value) {
+    if upgrade {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, u);
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     headers::set_forwarded(
         &mut parts.headers,
@@ -277,30 +273,54 @@ pub(crate) async fn forward(
     };
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let route_name = route.name.clone();
-            tokio::spawn(async move {
-                // A tunnel is one request in flight for as long as it is open.
-                let _permit = permit;
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client_io, upstream_io)) => {
-                        let mut client_io = TokioIo::new(client_io);
-                        let mut upstream_io = TokioIo::new(upstream_io);
-                        if let Err(error) =
-                            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await
-                        {
+        // Only to the WebSocket handshake it was asked for: a 101 to anything else would
+        // tunnel a protocol nobody here reads.
+        let client_upgrade = match client_upgrade {
+            Some(c) if headers::is_websocket(response.headers()) => c,
+            _ => {
+                tracing::warn!(route = %route.name, "upstream switched protocols unasked, or not to WebSocket");
+                outcome.reason = Some("upstream_bad_upgrade");
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "upstream_bad_upgrade",
+                );
+            }
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let route_name = route.name.clone();
+        // The tunnel is the client's connection going on: it keeps its place under the
+        // connection limit, and closes as an idle connection does.
+        let slot = conn.take_slot();
+        let idle = shared.timeouts.idle;
+        tokio::spawn(async move {
+            // A tunnel is one request in flight for as long as it is open.
+            let _permit = permit;
+            let _slot = slot;
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client_io, upstream_io)) => {
+                    let activity = Arc::new(crate::server::Activity::new());
+                    let mut client_io =
+                        crate::server::IdleIo::new(TokioIo::new(client_io), activity.clone());
+                    let mut upstream_io = TokioIo::new(upstream_io);
+                    let copied = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io);
+                    match crate::server::until_idle(copied, &activity, idle).await {
+                        Some(Err(error)) => {
                             tracing::debug!(route = %route_name, %error, "upgraded connection ended");
                         }
-                    }
-                    Err(error) => {
-                        tracing::debug!(route = %route_name, %error, "upgrade did not complete");
+                        None => {
+                            tracing::debug!(route = %route_name, "closing idle upgraded connection")
+                        }
+                        Some(Ok(_)) => {}
                     }
                 }
-            });
-            let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, Body::empty());
-        }
+                Err(error) => {
+                    tracing::debug!(route = %route_name, %error, "upgrade did not complete");
+                }
+            }
+        });
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, Body::empty());
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

@@ -76,13 +76,30 @@ impl Route {
         &self.name
     }
 
-    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+    fn matches(&self, host: Option<&str>, path: &str, fold_case: bool) -> bool {
         if let Some(h) = &self.config.host {
             if host != Some(h.as_str()) {
                 return false;
             }
         }
-        prefix_matches(&self.config.path_prefix, path)
+        if fold_case {
+            prefix_matches_folded(&self.config.path_prefix, path)
+        } else {
+            prefix_matches(&self.config.path_prefix, path)
+        }
+    }
+}
+
+/// As [`prefix_matches`], letters compared without case.
+fn prefix_matches_folded(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(prefix) => {
+            path.as_bytes().get(prefix.len()).is_none_or(|&b| b == b'/')
+        }
+        _ => false,
     }
 }
 
@@ -152,10 +169,25 @@ impl Snapshot {
     /// The route for a request: host-specific routes before host-less ones, then the
     /// longest path prefix.
     pub fn select(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        self.select_by(host, path, false)
+    }
+
+    /// The route a server comparing paths without case would give `path`.
+    pub fn select_folded(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        self.select_by(host, path, true)
+    }
+
+    fn select_by(&self, host: Option<&str>, path: &str, fold_case: bool) -> Option<&Arc<Route>> {
         self.routes
             .iter()
-            .filter(|r| r.matches(host, path))
+            .filter(|r| r.matches(host, path, fold_case))
             .max_by_key(|r| (r.config.host.is_some(), r.config.path_prefix.len()))
+    }
+
+    /// Whether any route has a path prefix other than `/`: only then can another reading
+    /// of a path pick another route.
+    pub(crate) fn has_prefixes(&self) -> bool {
+        self.routes.iter().any(|r| r.config.path_prefix != "/")
     }
 }
 
@@ -171,6 +203,13 @@ mod tests {
         assert!(prefix_matches("/api", "/api/v1"));
         assert!(!prefix_matches("/api", "/apix"));
         assert!(!prefix_matches("/api", "/"));
+        assert!(!prefix_matches("/api", "/API"));
+        assert!(prefix_matches_folded("/api", "/API/v1"));
+        assert!(prefix_matches_folded("/api", "/Api"));
+        assert!(!prefix_matches_folded("/api", "/APIX"));
+        assert!(!prefix_matches_folded("/api", "/ap"));
+        // A multi-byte character where the prefix would end is no match, not a panic.
+        assert!(!prefix_matches_folded("/api", "/ap\u{e9}"));
     }
 
     #[test]

@@ -621,6 +621,11 @@ async fn accept_loop(
         let served_by = seat.as_ref().map(|s| (s.balance.clone(), s.index));
         connections_open.spawn(async move {
             shared.metrics.connection_opened();
+            let slot = Slot {
+                shared: shared.clone(),
+                served_by,
+                _permit: permit,
+            };
             match tls {
                 None => {
                     let protocol = tokio::select! {
@@ -628,7 +633,7 @@ async fn accept_loop(
                         _ = stop.wait_for(|stopping| *stopping) => None,
                     };
                     if let Some(protocol) = protocol {
-                        let conn = ConnInfo::new(peer, false);
+                        let conn = ConnInfo::new(peer, false, slot);
                         serve_connection(stream, protocol, conn, kind, &shared, &builders, stop)
                             .await
                     }
@@ -647,7 +652,7 @@ async fn accept_loop(
                                     Some(b"http/1.1") => Protocol::Http1,
                                     _ => Protocol::Detect,
                                 };
-                                let conn = ConnInfo::new(peer, true);
+                                let conn = ConnInfo::new(peer, true, slot);
                                 serve_connection(
                                     stream, protocol, conn, kind, &shared, &builders, stop,
                                 )
@@ -662,11 +667,6 @@ async fn accept_loop(
                     .await
                 }
             }
-            shared.metrics.connection_closed();
-            if let Some((balance, index)) = served_by {
-                balance.closed(index);
-            }
-            drop(permit);
         });
     }
     // Stop accepting: the listener closes here, so new connections are refused.
@@ -685,6 +685,24 @@ async fn accept_loop(
         tracing::warn!("drain deadline passed; closing the remaining connections");
     } else {
         tracing::info!("all connections drained");
+    }
+}
+
+/// A connection's place: under the connection limit, counted open, on its worker. Held by
+/// the connection, or by the tunnel it became (a WebSocket is the same connection going
+/// on); given back when dropped.
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+    served_by: Option<(Arc<Balance>, usize)>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.metrics.connection_closed();
+        if let Some((balance, index)) = &self.served_by {
+            balance.closed(*index);
+        }
     }
 }
 
@@ -731,12 +749,13 @@ impl Builders {
             .header_read_timeout(timeouts.header_read)
             .max_buf_size(limits.max_header_bytes.max(8192))
             .keep_alive(true);
+        // No keep-alive pings: a connection's idleness is the idle timeout's to judge, and
+        // the server's own pings (and their answers) would keep an unused connection, and
+        // its place under the connection limit, for ever.
         auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Some(Duration::from_secs(60)))
-            .keep_alive_timeout(Duration::from_secs(20));
+            .max_concurrent_streams(256);
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
@@ -807,8 +826,7 @@ async fn serve_connection<IO>(
         ),
     };
     tokio::pin!(connection);
-    // Closed between `idle` and `idle + 2 * check` after its last byte.
-    let check = (idle / 8).max(Duration::from_millis(50));
+    let check = idle_check(idle);
     let mut quiet_since = Instant::now();
     let mut draining = false;
     loop {
@@ -843,13 +861,42 @@ async fn serve_connection<IO>(
     }
 }
 
+/// How often idleness is looked at: a connection closes between `idle` and
+/// `idle + 2 * check` after its last byte.
+fn idle_check(idle: Duration) -> Duration {
+    (idle / 8).max(Duration::from_millis(50))
+}
+
+/// `work` to its end, or `None` once `activity` shows nothing moved for `idle`.
+pub(crate) async fn until_idle<T>(
+    work: impl Future<Output = T>,
+    activity: &Activity,
+    idle: Duration,
+) -> Option<T> {
+    tokio::pin!(work);
+    let check = idle_check(idle);
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::select! {
+            out = &mut work => return Some(out),
+            _ = tokio::time::sleep(check) => {
+                if activity.take() {
+                    quiet_since = Instant::now();
+                } else if quiet_since.elapsed() >= idle {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Whether the connection moved a byte since the idle check last looked. A flag, not a
 /// time: every read and write sets it, and setting a flag costs less than reading the
 /// clock.
-struct Activity(AtomicBool);
+pub(crate) struct Activity(AtomicBool);
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity(AtomicBool::new(false))
     }
     fn touch(&self) {
@@ -861,9 +908,15 @@ impl Activity {
 }
 
 /// An IO that records activity, for the idle timeout.
-struct IdleIo<T> {
+pub(crate) struct IdleIo<T> {
     inner: T,
     activity: Arc<Activity>,
+}
+
+impl<T> IdleIo<T> {
+    pub(crate) fn new(inner: T, activity: Arc<Activity>) -> Self {
+        IdleIo { inner, activity }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {

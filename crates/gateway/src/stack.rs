@@ -42,6 +42,8 @@ pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub forwarding: headers::Forwarding,
     last_token: parking_lot::Mutex<Option<LastToken>>,
+    /// The connection's place under the limit, until a tunnel takes it over.
+    slot: parking_lot::Mutex<Option<crate::server::Slot>>,
 }
 
 impl std::fmt::Debug for ConnInfo {
@@ -70,12 +72,18 @@ struct LastToken {
 }
 
 impl ConnInfo {
-    pub(crate) fn new(peer: SocketAddr, tls: bool) -> Self {
+    pub(crate) fn new(peer: SocketAddr, tls: bool, slot: crate::server::Slot) -> Self {
         ConnInfo {
             peer,
             forwarding: headers::Forwarding::new(peer, tls),
             last_token: parking_lot::Mutex::new(None),
+            slot: parking_lot::Mutex::new(Some(slot)),
         }
+    }
+
+    /// The connection's place under the limit, for the tunnel it becomes to hold.
+    pub(crate) fn take_slot(&self) -> Option<crate::server::Slot> {
+        self.slot.lock().take()
     }
 
     /// The token in `header`'s `value` and its identity when it is the last token this
@@ -157,6 +165,8 @@ pub(crate) struct Ctx {
     pub via_trusted_proxy: bool,
     /// The client's address: the peer's, or behind a trusted proxy the one it reported.
     pub client: IpAddr,
+    /// What the request's hop-by-hop headers asked of this hop (they are gone from it).
+    pub hop: headers::Hop,
 }
 
 /// The token a request carries: the header it came in, whose value is kept whole (a
@@ -261,10 +271,9 @@ pub(crate) async fn handle(
 ) -> Response {
     let started = Instant::now();
     let mut outcome = Outcome::default();
-    // What the log needs of the request, kept only when the access log is on. A `Uri` clone
-    // shares its bytes; only the path is logged (a query may carry secrets).
+    // What the log needs of the request, kept only when the access log is on.
     let logged = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO)
-        .then(|| (request.method().clone(), request.uri().clone()));
+        .then(|| Logged::of(&request));
     let response = route_request(shared, upstreams, conn, request, &mut outcome).await;
     let status = response.status().as_u16();
     let route = outcome.route.as_deref().unwrap_or("-");
@@ -272,22 +281,86 @@ pub(crate) async fn handle(
     if let (true, Some(reason)) = (outcome.denied, outcome.reason) {
         shared.metrics.denial(reason);
     }
-    let Some((method, uri)) = logged else {
+    let Some(logged) = logged else {
         return response;
     };
     tracing::info!(
         target: "gatehouse::access",
         route,
-        method = %method,
-        path = truncated(uri.path(), 256),
+        method = %logged.method,
+        path = truncated(logged.uri.path(), 256),
+        protocol = ?logged.version,
         status,
         reason = outcome.reason.unwrap_or(""),
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        email = outcome.caller.as_ref().and_then(Identity::email).unwrap_or(""),
+        email = outcome.caller.as_ref().and_then(verified_email).unwrap_or(""),
         client = %outcome.client.unwrap_or(conn.peer.ip()),
+        trace = logged.trace.as_ref().map_or("", |t| t.as_str()),
+        user_agent = truncated(logged.user_agent.as_ref().map_or("", |v| v.to_str().unwrap_or("")), 256),
         "request"
     );
     response
+}
+
+/// What the access log needs of a request, taken before the request moves on. A `Uri` or a
+/// `HeaderValue` clone shares its bytes; only the path is logged (a query may carry secrets).
+struct Logged {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    trace: Option<TraceId>,
+    user_agent: Option<HeaderValue>,
+}
+
+impl Logged {
+    fn of(request: &Request) -> Self {
+        let headers = request.headers();
+        Logged {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            trace: TraceId::of(headers),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+        }
+    }
+}
+
+/// The trace a request belongs to, from W3C `traceparent` or, as Cloud Run and Cloud
+/// Logging read it, `X-Cloud-Trace-Context`: 32 lowercase hex digits, so that the
+/// gateway's line and the app's can be joined. Anything else is not a trace id and is not
+/// logged (a client's header is not trusted to be what it says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TraceId([u8; 32]);
+
+impl TraceId {
+    fn of(headers: &http::HeaderMap) -> Option<TraceId> {
+        if let Some(v) = headers.get("traceparent") {
+            // version "-" trace-id "-" parent-id "-" flags; version ff is invalid.
+            let mut parts = v.as_bytes().split(|&b| b == b'-');
+            let version = parts.next()?;
+            if version.len() != 2 || version.eq_ignore_ascii_case(b"ff") {
+                return None;
+            }
+            return TraceId::parse(parts.next()?);
+        }
+        let v = headers.get("x-cloud-trace-context")?.as_bytes();
+        let end = v.iter().position(|&b| b == b'/').unwrap_or(v.len());
+        TraceId::parse(&v[..end])
+    }
+
+    fn parse(hex: &[u8]) -> Option<TraceId> {
+        let id: [u8; 32] = hex.try_into().ok()?;
+        // All zeros is the W3C "invalid" id.
+        if !id.iter().all(u8::is_ascii_hexdigit) || id.iter().all(|&b| b == b'0') {
+            return None;
+        }
+        Some(TraceId(id.map(|b| b.to_ascii_lowercase())))
+    }
+
+    fn as_str(&self) -> &str {
+        // Hex digits only, checked in `parse`.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
 }
 
 /// At most `max` bytes of `s`, cut on a character boundary.
@@ -306,16 +379,45 @@ async fn route_request(
     mut request: Request,
     outcome: &mut Outcome,
 ) -> Response {
-    let ctx = match select_route(shared, conn, request.uri(), request.headers(), outcome).await {
+    // A front door, not a forward proxy.
+    if request.method() == http::Method::CONNECT {
+        return outcome.refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "connect_refused",
+        );
+    }
+    // Routed by, and sent upstream as, the one spelling of its path.
+    let respelled = match crate::paths::normalize(request.uri().path()) {
+        Ok(path) => match path {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(path) => Some(path),
+        },
+        Err(error) => {
+            tracing::debug!(%error, "path refused");
+            return outcome.refuse(StatusCode::BAD_REQUEST, "bad_request", "bad_path");
+        }
+    };
+    if let Some(path) = respelled {
+        match with_path(request.uri(), &path) {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => return outcome.refuse(StatusCode::BAD_REQUEST, "bad_request", "bad_path"),
+        }
+    }
+    let head = (request.uri(), request.headers(), request.version());
+    let mut ctx = match select_route(shared, conn, head, outcome).await {
         Ok(ctx) => ctx,
         Err(answer) => return answer,
     };
     // Before anything adds identity: nothing below ever sees an identity header the client
     // sent, whatever happens later.
-    let removed = headers::strip_identity(request.headers_mut());
+    let removed = headers::strip_identity(request.headers_mut(), ctx.via_trusted_proxy);
     if removed > 0 {
         tracing::debug!(removed, "removed client-sent identity headers");
     }
+    // Before the gateway adds its own headers, which a client's `Connection` could
+    // otherwise name for removal.
+    ctx.hop = headers::take_hop_by_hop(&mut request);
     // Before the token is required: a browser's preflight carries no credentials.
     let cors = &ctx.route.config.cors;
     let mut preflight_passes = false;
@@ -350,13 +452,62 @@ async fn route_request(
     response
 }
 
+/// `uri` with its path replaced, its query kept.
+fn with_path(uri: &http::Uri, path: &str) -> Result<http::Uri, http::Error> {
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(target.parse()?);
+    Ok(http::Uri::from_parts(parts)?)
+}
+
+/// The host a request is for: the request target's authority when it has one (absolute
+/// form, HTTP/2's `:authority`; RFC 9112 §3.2.2), else its one `Host`. Several `Host`
+/// fields, none in HTTP/1.1, or a `host` naming another than `:authority` is no request
+/// to route (RFC 9112 §3.2, RFC 9113 §8.3.1).
+fn requested_host(
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    version: http::Version,
+) -> Result<HeaderValue, ()> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (header, more) = (hosts.next(), hosts.next());
+    if more.is_some() {
+        return Err(());
+    }
+    match (uri.authority(), header) {
+        (Some(authority), header) => {
+            // Userinfo in a request target is no host (RFC 9110 §4.2.4).
+            if authority.as_str().contains('@') {
+                return Err(());
+            }
+            let named = HeaderValue::from_str(authority.as_str()).map_err(|_| ())?;
+            if version == http::Version::HTTP_2 {
+                if let Some(h) = header {
+                    let same = h
+                        .to_str()
+                        .is_ok_and(|h| normalize_host(h) == normalize_host(authority.as_str()));
+                    if !same {
+                        return Err(());
+                    }
+                }
+            }
+            Ok(named)
+        }
+        (None, Some(h)) => Ok(h.clone()),
+        (None, None) if version == http::Version::HTTP_11 => Err(()),
+        (None, None) => Ok(HeaderValue::from_static("")),
+    }
+}
+
 /// Reads the clock once and picks the route; answers the gateway's own endpoints that need
 /// no caller (health, readiness, keys, metrics).
 async fn select_route(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
-    uri: &http::Uri,
-    headers: &http::HeaderMap,
+    (uri, headers, version): (&http::Uri, &http::HeaderMap, http::Version),
     outcome: &mut Outcome,
 ) -> Result<Ctx, Response> {
     let now = shared.clock.now_unix();
@@ -369,12 +520,8 @@ async fn select_route(
         }
     }
     let snapshot = shared.snapshot();
-    let host = match headers.get(header::HOST) {
-        Some(h) => h.clone(),
-        None => uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .unwrap_or_else(|| HeaderValue::from_static("")),
+    let Ok(host) = requested_host(uri, headers, version) else {
+        return Err(outcome.refuse(StatusCode::BAD_REQUEST, "bad_request", "bad_host"));
     };
     let normalized = normalize_host(host.to_str().unwrap_or_default());
     let path = uri.path();
@@ -396,6 +543,20 @@ async fn select_route(
     let Some(route) = route else {
         return Err(outcome.refuse(StatusCode::NOT_FOUND, "not_found", "no_route"));
     };
+    // A path that servers reading it otherwise (parameters dropped, case folded) would
+    // route elsewhere is no request to judge by this route's policy.
+    if snapshot.has_prefixes() && !identity_endpoint {
+        let readings = crate::paths::readings(path);
+        let same = |other: Option<&Arc<Route>>| other.is_some_and(|o| Arc::ptr_eq(o, &route));
+        let elsewhere = readings
+            .without_params
+            .as_deref()
+            .is_some_and(|p| !same(snapshot.select(Some(&normalized), p)))
+            || (readings.has_upper_case && !same(snapshot.select_folded(Some(&normalized), path)));
+        if elsewhere {
+            return Err(outcome.refuse(StatusCode::BAD_REQUEST, "bad_request", "ambiguous_path"));
+        }
+    }
     if !identity_endpoint {
         outcome.route = Some(route.name.clone());
     }
@@ -416,6 +577,7 @@ async fn select_route(
         identity_endpoint,
         via_trusted_proxy,
         client,
+        hop: headers::Hop::default(),
     })
 }
 
@@ -471,6 +633,12 @@ async fn admit(
         );
     }
     crate::proxy::forward(shared, upstreams, conn, ctx, request, outcome).await
+}
+
+/// The caller's email, when its issuer vouches for it: an unverified one (a fresh
+/// email/password sign-up says anything) names nobody, in headers, buckets or logs.
+pub(crate) fn verified_email(identity: &Identity) -> Option<&str> {
+    identity.email().filter(|_| identity.email_verified())
 }
 
 /// The bearer token in `header`'s `value`, found once.
@@ -580,7 +748,7 @@ fn rate_limit(ctx: &Ctx, verdict: &Verdict, outcome: &mut Outcome) -> Result<(),
         return Ok(());
     };
     let caller = match verdict {
-        Verdict::Verified(id) => match id.email() {
+        Verdict::Verified(id) => match verified_email(id) {
             Some(email) => format!("email:{}", email.to_ascii_lowercase()),
             None => format!("sub:{}:{}", id.issuer(), id.subject()),
         },
@@ -678,6 +846,66 @@ mod tests {
         assert_eq!(truncated("/abcdef", 4), "/abc");
         // 'é' is two bytes: a cut inside it backs off to the boundary.
         assert_eq!(truncated("/é", 2), "/");
+    }
+
+    fn trace_of(pairs: &[(&'static str, &'static str)]) -> Option<String> {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        TraceId::of(&headers).map(|t| t.as_str().to_owned())
+    }
+
+    #[test]
+    fn trace_id_comes_from_traceparent_then_cloud_trace_context() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_of(&[("traceparent", w3c)]).as_deref(), Some(id));
+        assert_eq!(
+            trace_of(&[(
+                "x-cloud-trace-context",
+                "4BF92F3577B34DA6A3CE929D0E0E4736/1;o=1"
+            )])
+            .as_deref(),
+            Some(id),
+            "Cloud Run's header, upper case folded"
+        );
+        assert_eq!(
+            trace_of(&[("x-cloud-trace-context", "4bf92f3577b34da6a3ce929d0e0e4736")]).as_deref(),
+            Some(id),
+            "span and options are optional"
+        );
+        assert_eq!(
+            trace_of(&[
+                (
+                    "x-cloud-trace-context",
+                    "11111111111111111111111111111111/1"
+                ),
+                ("traceparent", w3c),
+            ])
+            .as_deref(),
+            Some(id),
+            "traceparent wins"
+        );
+        assert_eq!(trace_of(&[]), None);
+    }
+
+    #[test]
+    fn what_is_not_a_trace_id_is_not_logged() {
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", // 31 digits
+            "00-4bf92f3577b34da6a3ce929d0e0e4736a-00f067aa0ba902b7-01", // 33
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // invalid id
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // invalid version
+            "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01", // not hex
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        ] {
+            assert_eq!(trace_of(&[("traceparent", bad)]), None, "{bad}");
+        }
+        assert_eq!(
+            trace_of(&[("x-cloud-trace-context", "\"}{\"a\":1/1")]),
+            None
+        );
     }
 
     #[test]

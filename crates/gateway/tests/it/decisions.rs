@@ -212,6 +212,49 @@ async fn public_route_refuses_nothing_and_adds_identity_only_for_a_verified_toke
     );
 }
 
+/// An email the issuer does not vouch for (`email_verified: false`: a fresh
+/// email/password sign-up names any address) is asserted nowhere: no email header, no
+/// `email` in the assertion, no bucket of that name. The caller is its subject.
+#[tokio::test]
+async fn an_unverified_email_is_never_asserted() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "{}rate_limit = {{ per_second = 0.01, burst = 1 }}\n",
+        checked_route(&issuer, up, &["allAuthenticatedUsers"])
+    ))
+    .await;
+    let claimed = issuer.token_with("ceo@example.com", json!({"email_verified": false}));
+    let seen = send(client().get(gw.url("/")).bearer_auth(&claimed)).await;
+    assert_eq!(seen.status, 200);
+    let up_h = upstream_headers(&seen);
+    assert!(up_h.header("x-goog-authenticated-user-email").is_none());
+    assert_eq!(
+        up_h.header("x-goog-authenticated-user-id"),
+        Some("accounts.google.com:sub-ceo@example.com")
+    );
+    let assertion = up_h.header("x-goog-iap-jwt-assertion").unwrap();
+    let payload = assertion.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(claims.get("email").is_none(), "{claims}");
+    assert_eq!(claims["sub"], "sub-ceo@example.com");
+    // The real ceo's bucket is not the claimant's to spend.
+    let real = issuer.token("ceo@example.com");
+    let r = client()
+        .get(gw.url("/"))
+        .bearer_auth(&real)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the claimant spent the real user's bucket");
+}
+
 #[tokio::test]
 async fn unreachable_issuer_keys_are_503_not_401() {
     let up = echo_upstream().await;

@@ -153,3 +153,129 @@ async fn forwarding_headers_are_set_and_hop_by_hop_removed() {
     assert!(up_h.header("x-hop").is_none());
     assert!(up_h.header("proxy-authorization").is_none());
 }
+
+/// CGI, WSGI and Rack servers read `_` as `-` (Puma's CVE-2024-45614): the underscore
+/// twins of identity and forwarding headers are removed as the headers are. So are the
+/// headers apps read for a client's address (from a peer that is no trusted proxy) and
+/// those that re-route a URL (from anyone).
+#[tokio::test]
+async fn underscore_twins_address_claims_and_url_overrides_never_reach_the_upstream() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let sent = [
+        (
+            "X-Goog-Authenticated-User_Email",
+            "accounts.google.com:ceo@example.com",
+        ),
+        ("X_Goog_Iap_Jwt_Assertion", "forged"),
+        ("X-Forwarded_User", "ceo"),
+        ("X_Forwarded_For", "6.6.6.6"),
+        ("X-Forwarded_Proto", "https"),
+        ("X-Real-IP", "6.6.6.6"),
+        ("True-Client-IP", "6.6.6.6"),
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+    ];
+    let token = issuer.token("alice@example.com");
+    let route = checked_route(&issuer, up, &["user:alice@example.com"]);
+    let direct = gateway(&route).await;
+    let mut req = client().get(direct.url("/")).bearer_auth(&token);
+    for (name, value) in sent {
+        req = req.header(name, value);
+    }
+    let seen = send(req).await;
+    assert_eq!(seen.status, 200);
+    let up_h = upstream_headers(&seen);
+    for name in up_h.headers.keys() {
+        assert!(!name.contains('_'), "{name} reached the upstream");
+    }
+    for name in [
+        "x-real-ip",
+        "true-client-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-original-url",
+        "x-rewrite-url",
+    ] {
+        assert!(up_h.header(name).is_none(), "{name} reached the upstream");
+    }
+    assert_eq!(
+        up_h.all("x-goog-authenticated-user-email"),
+        ["accounts.google.com:alice@example.com"]
+    );
+    // Behind a trusted proxy, its word on the client's address stands; a URL override
+    // and the underscore twins still do not.
+    let behind = gateway(&format!("trusted_proxies = [\"127.0.0.1\"]\n{route}")).await;
+    let mut req = client().get(behind.url("/")).bearer_auth(&token);
+    for (name, value) in sent {
+        req = req.header(name, value);
+    }
+    let up_h = upstream_headers(&send(req).await);
+    assert_eq!(up_h.header("x-real-ip"), Some("6.6.6.6"));
+    assert_eq!(up_h.header("x-forwarded-port"), Some("443"));
+    assert!(up_h.header("x-original-url").is_none());
+    assert!(up_h.headers.keys().all(|n| !n.contains('_')));
+}
+
+/// `Connection` names the headers of this hop to drop: the client's, never the ones the
+/// gateway adds (RFC 9110 §7.6.1: the fields it received).
+#[tokio::test]
+async fn connection_cannot_name_the_gateways_own_headers_away() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["user:alice@example.com"])).await;
+    let seen = send(
+        client()
+            .get(gw.url("/"))
+            .bearer_auth(issuer.token("alice@example.com"))
+            .header(
+                "connection",
+                "keep-alive, X-Goog-Authenticated-User-Email, X-Goog-Authenticated-User-Id, \
+                 X-Goog-Iap-Jwt-Assertion, X-Forwarded-For, X-Forwarded-Proto, Forwarded, Host",
+            ),
+    )
+    .await;
+    assert_eq!(seen.status, 200);
+    let up_h = upstream_headers(&seen);
+    assert_eq!(
+        up_h.all("x-goog-authenticated-user-email"),
+        ["accounts.google.com:alice@example.com"]
+    );
+    for name in [
+        "x-goog-authenticated-user-id",
+        "x-goog-iap-jwt-assertion",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "forwarded",
+        "host",
+    ] {
+        assert_eq!(up_h.all(name).len(), 1, "{name}");
+    }
+}
+
+/// An HTTP/2 client may send its cookies as several fields; the HTTP/1.1 upstream gets
+/// one, joined with "; " (RFC 9113 §8.2.3), not several lines of which servers read one.
+#[tokio::test]
+async fn http2_cookie_fields_reach_an_http1_upstream_as_one() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&checked_route(&issuer, up, &["allUsers"])).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let seen = send(
+        h2.get(gw.url("/"))
+            .header("cookie", "theme=dark")
+            .header("cookie", "session=xyz"),
+    )
+    .await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.body["version"], "HTTP/1.1");
+    assert_eq!(
+        upstream_headers(&seen).all("cookie"),
+        ["theme=dark; session=xyz"]
+    );
+}

@@ -333,6 +333,11 @@ async fn access_log_has_the_decision_and_never_a_token() {
     let c = client();
     c.get(gw.url(&format!("/ok?access_token={good}")))
         .bearer_auth(&good)
+        .header(
+            "traceparent",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        )
+        .header("user-agent", "probe/1.0")
         .send()
         .await
         .unwrap();
@@ -360,6 +365,13 @@ async fn access_log_has_the_decision_and_never_a_token() {
     assert_eq!(access[0]["fields"]["email"], "alice@example.com");
     assert_eq!(access[0]["fields"]["route"], "checked");
     assert_eq!(access[0]["fields"]["path"], "/ok");
+    assert_eq!(
+        access[0]["fields"]["trace"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the trace id joins this line to the app's"
+    );
+    assert_eq!(access[0]["fields"]["user_agent"], "probe/1.0");
+    assert_eq!(access[0]["fields"]["protocol"], "HTTP/1.1");
+    assert_eq!(access[1]["fields"]["trace"], "");
     assert_eq!(access[1]["fields"]["status"], 403);
     assert_eq!(access[1]["fields"]["reason"], "not_invoker");
     assert_eq!(access[2]["fields"]["status"], 401);

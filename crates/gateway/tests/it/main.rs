@@ -12,3 +12,5 @@ mod hygiene;
 mod lifecycle;
 mod proxying;
 mod support;
+mod targets;
+mod upstream_edges;

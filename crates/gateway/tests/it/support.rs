@@ -425,3 +425,21 @@ pub async fn gateway_at(toml: &str, clock: &FixedClock) -> (SocketAddr, Handle) 
 pub fn token_at(issuer: &Issuer, email: &str, at: u64) -> String {
     issuer.token_with(email, json!({"iat": at, "exp": at + 3600}))
 }
+
+/// Sends `request` (a whole HTTP/1.1 request, written as the test means it, unnormalized)
+/// on a new connection to `addr`; returns the status and the rest of the answer, read
+/// until the gateway closes (the request should say `Connection: close`).
+pub async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
