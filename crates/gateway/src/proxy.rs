@@ -171,7 +171,21 @@ pub(crate) async fn forward(
         // The app sees the host the client asked for, as behind Cloud Run's front end.
         parts.headers.insert(header::HOST, ctx.host.clone());
     }
-    let limited = Body::new(Limited::new(body, clamp_usize(limits.max_body_bytes)));
+    let limited = Limited::new(body, clamp_usize(limits.max_body_bytes));
+    // Trailers are headers too: none may claim an identity or a hop's business. (An
+    // HTTP/1.1 upstream gets none: `Trailer` is hop-by-hop and gone.)
+    let limited = if pooled_by_hyper_util {
+        Body::new(limited.map_frame(|frame| match frame.into_trailers() {
+            Ok(mut trailers) => {
+                headers::strip_identity(&mut trailers, false);
+                headers::strip_hop_by_hop(&mut trailers);
+                http_body::Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
+        }))
+    } else {
+        Body::new(limited)
+    };
     let mut outgoing = Request::new(limited);
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri;

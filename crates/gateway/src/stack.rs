@@ -426,7 +426,15 @@ async fn route_request(
             crate::config::CorsMode::Answer => {
                 return crate::cors::answer_preflight(cors, request.headers());
             }
-            crate::config::CorsMode::Pass => preflight_passes = true,
+            crate::config::CorsMode::Pass => {
+                // It passes unauthenticated, so it passes as what a preflight is: a
+                // question without a body, not a way to drive a handler that ignores the
+                // method.
+                preflight_passes = true;
+                *request.body_mut() = Body::empty();
+                request.headers_mut().remove(header::CONTENT_LENGTH);
+                request.headers_mut().remove(header::TRANSFER_ENCODING);
+            }
             crate::config::CorsMode::RequireAuth => {}
         }
     }
@@ -752,7 +760,15 @@ fn rate_limit(ctx: &Ctx, verdict: &Verdict, outcome: &mut Outcome) -> Result<(),
             Some(email) => format!("email:{}", email.to_ascii_lowercase()),
             None => format!("sub:{}:{}", id.issuer(), id.subject()),
         },
-        _ => format!("ip:{}", ctx.client),
+        // An IPv6 client holds a /64 at least: one bucket per /64, or each of its
+        // addresses would be a bucket of its own.
+        _ => match ctx.client {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            v4 => format!("ip:{v4}"),
+        },
     };
     match limiter.check(&caller, Instant::now()) {
         Ok(()) => Ok(()),

@@ -426,6 +426,11 @@ async fn cors_preflight_pass_and_require_auth_modes() {
             .header("x-goog-authenticated-user-email")
             .is_none()
     );
+    // It passes unauthenticated as what a preflight is, a question without a body: a body
+    // sent with it (to drive a handler that ignores the method) goes no further.
+    let seen = send(preflight("/api").body("x".repeat(1000))).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.body["body_bytes"], 0);
     // pass covers only preflights: the actual request still needs a token.
     assert_eq!(send(client().post(gw.url("/api"))).await.status, 401);
     // require_auth (the default, Cloud Run's behaviour): a preflight is a request like any other.
@@ -487,4 +492,27 @@ async fn a_connection_remembers_its_token_no_further_than_verification_would() {
         metrics.contains("gatehouse_connections_total 1\n"),
         "{metrics}"
     );
+}
+
+/// Anonymous callers are bucketed by address, and an IPv6 client holds a /64 at least: its
+/// addresses share one bucket, or each would be a bucket of its own.
+#[tokio::test]
+async fn anonymous_ipv6_callers_are_limited_per_64() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "trusted_proxies = [\"127.0.0.1\"]\n{}rate_limit = {{ per_second = 0.01, burst = 1 }}\n",
+        checked_route(&issuer, up, &["allUsers"])
+    ))
+    .await;
+    let from = |ip: &str| {
+        client()
+            .get(gw.url("/"))
+            .header("x-forwarded-for", ip.to_owned())
+            .send()
+    };
+    assert_eq!(from("2001:db8:1:2::1").await.unwrap().status(), 200);
+    assert_eq!(from("2001:db8:1:2::ffff").await.unwrap().status(), 429);
+    assert_eq!(from("2001:db8:1:2:aaaa::7").await.unwrap().status(), 429);
+    assert_eq!(from("2001:db8:1:3::1").await.unwrap().status(), 200);
 }

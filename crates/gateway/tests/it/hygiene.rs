@@ -279,3 +279,69 @@ async fn http2_cookie_fields_reach_an_http1_upstream_as_one() {
         ["theme=dark; session=xyz"]
     );
 }
+
+/// Trailers are headers too: an HTTP/2 upstream (gRPC's kind) never receives identity or
+/// hop-by-hop names in a request's trailers; other trailers (`grpc-status`-like) pass.
+#[tokio::test]
+async fn request_trailers_claim_no_identity_upstream() {
+    use http_body_util::BodyExt as _;
+    let issuer = Issuer::start().await;
+    let up = trailer_reporting_upstream().await;
+    let gw = gateway(&format!(
+        "{}upstream_h2c = true\n",
+        checked_route(&issuer, up, &["user:alice@example.com"])
+    ))
+    .await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert(
+        "x-goog-authenticated-user-email",
+        "accounts.google.com:ceo@example.com".parse().unwrap(),
+    );
+    trailers.insert("x-gatehouse-role", "admin".parse().unwrap());
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+        Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"payload",
+        ))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let request = http::Request::post(gw.url("/"))
+        .header(
+            "authorization",
+            format!("Bearer {}", issuer.token("alice@example.com")),
+        )
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let report = response.into_body().collect().await.unwrap().to_bytes();
+    let seen: Vec<String> = serde_json::from_slice(&report).unwrap();
+    assert_eq!(seen, ["x-checksum"], "trailers the upstream received");
+}
+
+/// An h2c upstream answering with the names of the request trailers it received.
+async fn trailer_reporting_upstream() -> std::net::SocketAddr {
+    use http_body_util::BodyExt as _;
+    serve(axum::Router::new().fallback(axum::routing::any(
+        |request: axum::extract::Request| async move {
+            let collected = request.into_body().collect().await.unwrap();
+            let mut names: Vec<String> = collected
+                .trailers()
+                .map(|t| t.keys().map(|k| k.as_str().to_owned()).collect())
+                .unwrap_or_default();
+            names.sort();
+            axum::Json(names)
+        },
+    )))
+    .await
+}
