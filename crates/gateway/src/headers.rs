@@ -147,6 +147,22 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a message's `Transfer-Encoding`, if any, is `chunked` alone: the one coding
+/// hyper removes. Any other is still applied to the body it hands over.
+pub(crate) fn only_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(c), None) => c.eq_ignore_ascii_case(b"chunked"),
+        _ => false,
+    }
+}
+
 /// What a request's hop-by-hop headers asked of this hop, read before they are removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Hop {
@@ -492,6 +508,23 @@ mod tests {
             http::Version::HTTP_11,
             &[("upgrade", "websocket")]
         ));
+    }
+
+    #[test]
+    fn only_chunked_is_taken_off() {
+        let te = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("transfer-encoding", HeaderValue::from_static(v));
+            }
+            only_chunked(&h)
+        };
+        assert!(te(&[]));
+        assert!(te(&["chunked"]));
+        assert!(te(&["Chunked "]));
+        assert!(!te(&["gzip, chunked"]));
+        assert!(!te(&["gzip", "chunked"]));
+        assert!(!te(&["chunked, chunked"]));
     }
 
     #[test]

@@ -203,3 +203,25 @@ allow = ["user:alice@example.com"]
     let (status, answer) = raw(gw.addr, "GET / HTTP/1.0\r\n\r\n").await;
     assert_eq!(status, 200, "{answer}");
 }
+
+/// A body under a transfer coding hyper does not take off (only `chunked` is) would go
+/// upstream still encoded and unlabelled: refused, 501 (RFC 9112 §6.1).
+#[tokio::test]
+async fn a_body_in_a_coding_not_understood_is_refused() {
+    let (_issuer, gw) = two_policies_one_upstream().await;
+    let body = "5\r\nhello\r\n0\r\n\r\n";
+    let (status, answer) = raw(
+        gw.addr,
+        &format!("POST /x HTTP/1.1\r\nHost: site.example\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n{body}"),
+    )
+    .await;
+    assert_eq!(status, 501, "{answer}");
+    assert!(answer.contains("unsupported_transfer_coding"), "{answer}");
+    let (status, answer) = raw(
+        gw.addr,
+        &format!("POST /x HTTP/1.1\r\nHost: site.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{body}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""body_bytes":5"#), "{answer}");
+}
