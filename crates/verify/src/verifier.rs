@@ -280,6 +280,10 @@ impl Verifier {
 
     /// Verifies `token` at time `now` (Unix seconds): size, structure, header, the profile
     /// named by `iss`, signature with that profile's key, then every claim.
+    ///
+    /// One signing may verify as more than one token string (an ES256 signature `(r, s)`
+    /// also verifies as `(r, n - s)`; RFC 7518 does not ask for low `s`): a token string is
+    /// no replay key. Use its claims (`jti`, or `sub` with `iat`).
     pub async fn verify(&self, token: &str, now: u64) -> Result<Identity, Error> {
         if token.len() > self.max_token_bytes {
             return Err(Error::TooLarge {
