@@ -110,14 +110,29 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// `Transfer-Encoding` loses its `Content-Length` too (RFC 9112 §6.3: the encoding framed
 /// it, and the length would misframe what is sent on).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names the message has, noting which hop-by-hop ones are there:
-    // most messages have none or only `Connection`, and each removal is a lookup.
+    let present = hop_by_hop_present(headers);
+    strip_present(headers, present);
+}
+
+const CONNECTION_BIT: u16 = 1;
+const TE_BIT: u16 = 1 << 5;
+const TRANSFER_ENCODING_BIT: u16 = 1 << 7;
+const UPGRADE_BIT: u16 = 1 << 8;
+
+/// Which of [`HOP_BY_HOP`] the message has, as bits: one pass over its names. Most
+/// messages have none or only `Connection`, and every look-up spared is a hash.
+fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
     let mut present = 0u16;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
         }
     }
+    present
+}
+
+/// [`strip_hop_by_hop`] with the names present already known.
+fn strip_present(headers: &mut HeaderMap, present: u16) {
     if present == 0 {
         return;
     }
@@ -142,14 +157,26 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    if present & (1 << 7) != 0 {
+    if present & TRANSFER_ENCODING_BIT != 0 {
         headers.remove(header::CONTENT_LENGTH);
     }
 }
 
+/// [`strip_hop_by_hop`] for an upstream's answer, which is framed anew for the client:
+/// false (and nothing removed) when it came in a transfer coding other than `chunked`,
+/// which hyper does not take off and the client would get still applied, unlabelled.
+pub(crate) fn strip_answer_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let present = hop_by_hop_present(headers);
+    if present & TRANSFER_ENCODING_BIT != 0 && !only_chunked(headers) {
+        return false;
+    }
+    strip_present(headers, present);
+    true
+}
+
 /// Whether a message's `Transfer-Encoding`, if any, is `chunked` alone: the one coding
 /// hyper removes. Any other is still applied to the body it hands over.
-pub(crate) fn only_chunked(headers: &HeaderMap) -> bool {
+fn only_chunked(headers: &HeaderMap) -> bool {
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
@@ -171,6 +198,9 @@ pub(crate) struct Hop {
     pub websocket: bool,
     /// `TE: trailers`, which an HTTP/2 upstream needs for gRPC.
     pub te_trailers: bool,
+    /// The body is in a transfer coding besides `chunked`, which hyper does not take off:
+    /// it would go upstream still applied, unlabelled (RFC 9112 §6.1: 501).
+    pub unsupported_coding: bool,
 }
 
 /// Reads what the request asks of this hop, then removes its hop-by-hop headers (those
@@ -178,15 +208,19 @@ pub(crate) struct Hop {
 /// naming them in `Connection` removes only what it sent.
 pub(crate) fn take_hop_by_hop(request: &mut http::Request<impl Sized>) -> Hop {
     let h = request.headers();
-    let websocket = request.method() == http::Method::GET
+    let present = hop_by_hop_present(h);
+    let websocket = present & (CONNECTION_BIT | UPGRADE_BIT) == CONNECTION_BIT | UPGRADE_BIT
+        && request.method() == http::Method::GET
         && request.version() == http::Version::HTTP_11
         && has_token(h, header::CONNECTION, "upgrade")
         && is_websocket(h);
-    let te_trailers = has_token(h, header::TE, "trailers");
-    strip_hop_by_hop(request.headers_mut());
+    let te_trailers = present & TE_BIT != 0 && has_token(h, header::TE, "trailers");
+    let unsupported_coding = present & TRANSFER_ENCODING_BIT != 0 && !only_chunked(h);
+    strip_present(request.headers_mut(), present);
     Hop {
         websocket,
         te_trailers,
+        unsupported_coding,
     }
 }
 

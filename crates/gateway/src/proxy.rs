@@ -337,9 +337,7 @@ pub(crate) async fn forward(
         return Response::from_parts(parts, Body::empty());
     }
     let (mut parts, body) = response.into_parts();
-    // The answer is framed anew for the client, so only a coding hyper took off (chunked)
-    // may go: another (`gzip, chunked`) would reach the client still applied, unlabelled.
-    if !headers::only_chunked(&parts.headers) {
+    if !headers::strip_answer_hop_by_hop(&mut parts.headers) {
         tracing::warn!(route = %route.name, "upstream used a transfer coding other than chunked");
         outcome.reason = Some("upstream_bad_framing");
         return error_response(
@@ -348,7 +346,6 @@ pub(crate) async fn forward(
             "upstream_bad_framing",
         );
     }
-    headers::strip_hop_by_hop(&mut parts.headers);
     let body = match lease {
         Some(lease) => Body::new(Leased::new(body, lease)),
         None => Body::new(body),

@@ -415,18 +415,16 @@ async fn route_request(
     if removed > 0 {
         tracing::debug!(removed, "removed client-sent identity headers");
     }
-    // A body still under a coding hyper did not take off would go upstream unlabelled
-    // (RFC 9112 §6.1: 501 for a coding not understood).
-    if !headers::only_chunked(request.headers()) {
+    // Before the gateway adds its own headers, which a client's `Connection` could
+    // otherwise name for removal.
+    ctx.hop = headers::take_hop_by_hop(&mut request);
+    if ctx.hop.unsupported_coding {
         return outcome.refuse(
             StatusCode::NOT_IMPLEMENTED,
             "not_implemented",
             "unsupported_transfer_coding",
         );
     }
-    // Before the gateway adds its own headers, which a client's `Connection` could
-    // otherwise name for removal.
-    ctx.hop = headers::take_hop_by_hop(&mut request);
     // Before the token is required: a browser's preflight carries no credentials.
     let cors = &ctx.route.config.cors;
     let mut preflight_passes = false;
