@@ -1,9 +1,11 @@
 //! `gatehouse vote`: the idp-sql voting app (seed 001) on its own: where it listens,
-//! where the votes live, whom it trusts, and a graceful stop on SIGTERM.
+//! where the votes live, whom it trusts, how long clients may take, and a stop on SIGTERM
+//! that drains open requests within a deadline.
 
 use anyhow::Context as _;
 use clap::Args;
 use gatehouse_vote::config::{DEFAULT_IDP, EMULATOR_WEB_CLIENT_ID};
+use gatehouse_vote::server::ServerLimits;
 use gatehouse_vote::{AppState, DatabaseTarget, SignInConfig, TrustConfig, VoteStore};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +56,36 @@ pub struct VoteArgs {
     /// Origin allowed to call /run-secure-endpoint cross-origin (repeatable; `*` = any).
     #[arg(long = "allowed-origin", env = "ALLOWED_ORIGIN", default_value = "*")]
     pub allowed_origins: Vec<String>,
+    /// Seconds a client has to send a request head (and an idle connection stays open, and
+    /// a request body may pause).
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = seconds)]
+    pub header_read_seconds: Duration,
+    /// Open connections at most; more wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = ServerLimits::default().max_connections,
+          value_parser = at_least_one)]
+    pub max_connections: usize,
+    /// After SIGTERM, seconds open requests have to finish before their connections are
+    /// dropped and the process exits 0.
+    #[arg(long, value_name = "SECONDS", default_value = "8", value_parser = seconds)]
+    pub shutdown_grace_seconds: Duration,
+}
+
+fn at_least_one(value: &str) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{value:?} is not a whole number of at least 1"))
+}
+
+/// A positive number of seconds, fractions allowed.
+fn seconds(value: &str) -> Result<Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{value:?} is not a positive number of seconds"))
 }
 
 /// Everything `serve` needs, resolved from the arguments and the environment.
@@ -68,6 +100,15 @@ pub struct VoteSettings {
 }
 
 impl VoteArgs {
+    /// How long clients may take and how many may connect.
+    pub fn server_limits(&self) -> ServerLimits {
+        ServerLimits {
+            header_read_timeout: self.header_read_seconds,
+            max_connections: self.max_connections,
+            shutdown_grace: self.shutdown_grace_seconds,
+        }
+    }
+
     pub fn settings(self) -> anyhow::Result<VoteSettings> {
         let listen = match self.listen {
             Some(addr) => addr,
@@ -197,7 +238,12 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// How long closing the database pool may take after the drain: SQLite checkpoints its
+/// WAL then, which a crash would leave to the next start anyway.
+const POOL_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 pub async fn run(args: VoteArgs) -> anyhow::Result<ExitCode> {
+    let limits = args.server_limits();
     let settings = args.settings()?;
     let votes = open_votes(&settings.database).await?;
     let state = app_state(&settings, votes.clone())?;
@@ -212,14 +258,25 @@ pub async fn run(args: VoteArgs) -> anyhow::Result<ExitCode> {
         sign_in = %settings.sign_in.authorization_endpoint,
         "gatehouse vote listening on http://{addr}/"
     );
-    axum::serve(listener, gatehouse_vote::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
+    gatehouse_vote::server::serve(
+        listener,
+        gatehouse_vote::app(state),
+        &limits,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!(
         severity = "INFO",
         "shutting down: closing the database pool"
     );
-    votes.close().await;
+    if tokio::time::timeout(POOL_CLOSE_WAIT, votes.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            severity = "WARNING",
+            "the database pool did not close in time; exiting anyway"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,10 @@
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`, so a write that has been acknowledged
 //! survives a crash or power loss.
+//!
+//! [`QueryLimits`] are enforced by the database, not by dropping a future: a statement that
+//! runs out of time is refused or rolled back by the engine itself, so a caller that gives
+//! up never sees its write committed later.
 
 use futures_util::TryStreamExt as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -225,6 +229,41 @@ impl Statement {
     }
 }
 
+/// How long the database lets one statement wait, enforced by the engine itself.
+///
+/// Why not a client-side timeout around the call: dropping a query's future does not stop
+/// it. SQLite's worker thread runs a queued statement to its end, and PostgreSQL runs and
+/// commits a statement whose client stopped listening. A caller that answered "failed"
+/// would then find the write done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Waiting for a pooled connection, opening one included. Nothing has been sent to
+    /// the database when this runs out.
+    pub acquire: Duration,
+    /// Waiting for a lock another connection holds: SQLite's busy timeout, PostgreSQL's
+    /// `lock_timeout`. The statement then fails and changes nothing.
+    pub lock_wait: Duration,
+    /// PostgreSQL's `statement_timeout`: the server cancels the statement and rolls it
+    /// back. SQLite has no equivalent; its statements wait only on locks. `None`: no limit.
+    pub statement: Option<Duration>,
+}
+
+impl Default for QueryLimits {
+    /// Patient limits for components without a request budget.
+    fn default() -> Self {
+        QueryLimits {
+            acquire: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(10),
+            statement: None,
+        }
+    }
+}
+
+/// How long a migration may wait for another process's lock (one running the same
+/// migration, say): longer than requests wait, because that migration may be rewriting a
+/// large table.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
+
 #[derive(Clone)]
 enum Pool {
     Sqlite(SqlitePool),
@@ -237,6 +276,7 @@ pub struct Store {
     pool: Pool,
     /// Where it points, without credentials, for logs.
     label: String,
+    limits: QueryLimits,
 }
 
 impl fmt::Debug for Store {
@@ -248,14 +288,32 @@ impl fmt::Debug for Store {
     }
 }
 
-/// A URL with any password replaced, for logs.
+/// A database URL with its password hidden, for logs: the userinfo's and any query
+/// parameter whose name holds `password` (`?password=`, `&sslpassword=`).
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://<credentials>@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
+    const HIDDEN: &str = "REDACTED";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<unparsable database URL>".to_owned();
+    };
+    if parsed.password().is_some() {
+        // Fails only for URLs that cannot have a password, which this one has.
+        let _ = parsed.set_password(Some(HIDDEN));
     }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key.to_ascii_lowercase().contains("password") {
+                    HIDDEN.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.into()
 }
 
 impl Store {
@@ -270,20 +328,30 @@ impl Store {
 
     /// A SQLite database file, created if missing; WAL + `synchronous=FULL`.
     pub async fn open_sqlite_file(path: &Path) -> Result<Store, StoreError> {
+        Store::open_sqlite_file_with(path, QueryLimits::default()).await
+    }
+
+    /// As [`open_sqlite_file`](Store::open_sqlite_file), with the given limits.
+    pub async fn open_sqlite_file_with(
+        path: &Path,
+        limits: QueryLimits,
+    ) -> Result<Store, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(limits.lock_wait);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .acquire_timeout(limits.acquire)
             .connect_with(options)
             .await?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
             label: path.display().to_string(),
+            limits,
         })
     }
 
@@ -291,7 +359,8 @@ impl Store {
     pub async fn open_sqlite_memory() -> Result<Store, StoreError> {
         let options = SqliteConnectOptions::new()
             .in_memory(true)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .busy_timeout(QueryLimits::default().lock_wait);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -302,25 +371,39 @@ impl Store {
         Ok(Store {
             pool: Pool::Sqlite(pool),
             label: ":memory:".into(),
+            limits: QueryLimits::default(),
         })
     }
 
     /// `postgres://...`/`postgresql://...`, or `sqlite:PATH`.
     pub async fn open_url(url: &str) -> Result<Store, StoreError> {
+        Store::open_url_with(url, QueryLimits::default()).await
+    }
+
+    /// As [`open_url`](Store::open_url), with the given limits.
+    pub async fn open_url_with(url: &str, limits: QueryLimits) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // No prepared-statement cache: a statement is prepared with the types of its
             // first parameters, and a NULL (whose type the server inferred) followed by a
             // value of another type in the same position would be sent in the wrong format.
             // Unnamed statements are prepared per execution with the actual types.
-            let options = PgConnectOptions::from_str(url)?.statement_cache_capacity(0);
+            let mut options = PgConnectOptions::from_str(url)?.statement_cache_capacity(0);
+            // Session settings sent with the connection's startup, so they hold for every
+            // statement without a round trip; they come after any `options=` in the URL
+            // and so win over it.
+            options = options.options([("lock_timeout", pg_millis(limits.lock_wait))]);
+            if let Some(statement) = limits.statement {
+                options = options.options([("statement_timeout", pg_millis(statement))]);
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(10)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(limits.acquire)
                 .connect_with(options)
                 .await?;
             Ok(Store {
                 pool: Pool::Postgres(pool),
                 label: redact(url),
+                limits,
             })
         } else if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -329,7 +412,7 @@ impl Store {
             if path.is_empty() || path == ":memory:" {
                 return Store::open_sqlite_memory().await;
             }
-            Store::open_sqlite_file(Path::new(path)).await
+            Store::open_sqlite_file_with(Path::new(path), limits).await
         } else {
             Err(StoreError::UnsupportedUrl)
         }
@@ -355,53 +438,35 @@ impl Store {
         match &self.pool {
             Pool::Sqlite(pool) => {
                 let mut conn = pool.acquire().await?;
-                sqlx::raw_sql(
-                    "CREATE TABLE IF NOT EXISTS gatehouse_migrations (
-                        component TEXT NOT NULL, version INTEGER NOT NULL,
-                        description TEXT NOT NULL, PRIMARY KEY (component, version))",
-                )
-                .execute(&mut *conn)
-                .await?;
-                for m in sorted {
-                    // BEGIN IMMEDIATE takes the write lock first, so the check and the
-                    // change cannot interleave with another process's.
-                    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                    let result = async {
-                        let done: Option<(i64,)> = sqlx::query_as(
-                            "SELECT version FROM gatehouse_migrations WHERE component = $1 AND version = $2",
-                        )
-                        .bind(component)
-                        .bind(m.version)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                        if done.is_none() {
-                            sqlx::raw_sql(m.sqlite).execute(&mut *conn).await?;
-                            sqlx::query(
-                                "INSERT INTO gatehouse_migrations (component, version, description) VALUES ($1, $2, $3)",
-                            )
-                            .bind(component)
-                            .bind(m.version)
-                            .bind(m.description)
-                            .execute(&mut *conn)
-                            .await?;
-                        }
-                        Ok::<(), sqlx::Error>(())
-                    }
+                // A migration may wait behind another process's, which may be rewriting a
+                // large table: longer than the per-statement wait meant for requests.
+                sqlx::raw_sql(&sqlite_busy_timeout(MIGRATION_LOCK_WAIT))
+                    .execute(&mut *conn)
+                    .await?;
+                let result = migrate_sqlite(&mut conn, component, &sorted, migrations).await;
+                let restored = sqlx::raw_sql(&sqlite_busy_timeout(self.limits.lock_wait))
+                    .execute(&mut *conn)
                     .await;
-                    match result {
-                        Ok(()) => {
-                            sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
-                        }
-                        Err(source) => {
-                            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-                            return Err(migration_error(component, m, source));
-                        }
-                    }
+                if restored.is_err() {
+                    // Never hand a connection with the migration's wait back to requests.
+                    conn.close_on_drop();
                 }
-                check_not_newer_sqlite(&mut conn, component, migrations).await
+                result?;
+                restored?;
+                Ok(())
             }
             Pool::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
+                // The connection's per-statement limits are for requests: a migration may
+                // wait for another process's and may rewrite a large table. The connection
+                // is closed after use rather than reset, so no request runs with these.
+                conn.close_on_drop();
+                sqlx::raw_sql(&format!(
+                    "SET lock_timeout = '{}'; SET statement_timeout = 0",
+                    pg_millis(MIGRATION_LOCK_WAIT)
+                ))
+                .execute(&mut *conn)
+                .await?;
                 // One lock id for all Gatehouse migrations.
                 sqlx::query("SELECT pg_advisory_lock(7243190411)")
                     .execute(&mut *conn)
@@ -574,6 +639,11 @@ impl Store {
     }
 }
 
+/// A duration as a PostgreSQL setting: whole milliseconds, at least 1 (0 means no limit).
+fn pg_millis(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis().max(1))
+}
+
 fn migration_error(component: &str, m: &Migration, source: sqlx::Error) -> StoreError {
     StoreError::Migration {
         component: component.to_owned(),
@@ -596,6 +666,64 @@ fn check_newest(
         }),
         _ => Ok(()),
     }
+}
+
+/// The SQLite migrations on one connection, each under the write lock.
+async fn migrate_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    component: &str,
+    sorted: &[&Migration],
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS gatehouse_migrations (
+            component TEXT NOT NULL, version INTEGER NOT NULL,
+            description TEXT NOT NULL, PRIMARY KEY (component, version))",
+    )
+    .execute(&mut *conn)
+    .await?;
+    for m in sorted.iter().copied() {
+        // BEGIN IMMEDIATE takes the write lock first, so the check and the
+        // change cannot interleave with another process's.
+        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let done: Option<(i64,)> = sqlx::query_as(
+                "SELECT version FROM gatehouse_migrations WHERE component = $1 AND version = $2",
+            )
+            .bind(component)
+            .bind(m.version)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if done.is_none() {
+                sqlx::raw_sql(m.sqlite).execute(&mut *conn).await?;
+                sqlx::query(
+                    "INSERT INTO gatehouse_migrations (component, version, description) VALUES ($1, $2, $3)",
+                )
+                .bind(component)
+                .bind(m.version)
+                .bind(m.description)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+            }
+            Err(source) => {
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                return Err(migration_error(component, m, source));
+            }
+        }
+    }
+    check_not_newer_sqlite(conn, component, migrations).await
+}
+
+/// `PRAGMA busy_timeout` for `wait`.
+fn sqlite_busy_timeout(wait: Duration) -> String {
+    format!("PRAGMA busy_timeout = {}", wait.as_millis())
 }
 
 async fn check_not_newer_sqlite(
@@ -722,9 +850,49 @@ mod tests {
     fn redact_hides_credentials() {
         assert_eq!(
             redact("postgres://u:secret@db:5432/x"),
-            "postgres://<credentials>@db:5432/x"
+            "postgres://u:REDACTED@db:5432/x"
         );
         assert_eq!(redact("postgres://db/x"), "postgres://db/x");
+        assert_eq!(redact("postgres://u@db/x"), "postgres://u@db/x");
+    }
+
+    #[test]
+    fn redact_hides_passwords_in_the_query() {
+        // The shapes sqlx and libpq accept: no userinfo at all, a user in the userinfo, a
+        // password in both places, a different case, and libpq's `sslpassword`.
+        for (url, kept) in [
+            (
+                "postgres://db/x?user=u&password=S3CRET",
+                "postgres://db/x?user=u&password=REDACTED",
+            ),
+            (
+                "postgres://u@db/x?password=S3CRET&sslmode=disable",
+                "postgres://u@db/x?password=REDACTED&sslmode=disable",
+            ),
+            (
+                "postgresql://u:S3CRET@db/x?PASSWORD=S3CRET",
+                "postgresql://u:REDACTED@db/x?PASSWORD=REDACTED",
+            ),
+            (
+                "postgres://db/x?host=%2Fcloudsql%2Fp%3Ar%3Ai&sslpassword=S3CRET",
+                "postgres://db/x?host=%2Fcloudsql%2Fp%3Ar%3Ai&sslpassword=REDACTED",
+            ),
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("S3CRET"), "{url} -> {shown}");
+            assert_eq!(shown, kept);
+        }
+        assert_eq!(redact("not a url S3CRET"), "<unparsable database URL>");
+    }
+
+    #[tokio::test]
+    async fn debug_never_shows_the_password() {
+        let store = Store {
+            pool: Pool::Sqlite(SqlitePool::connect_lazy("sqlite::memory:").unwrap()),
+            label: redact("postgres://db/x?password=S3CRET"),
+            limits: QueryLimits::default(),
+        };
+        assert!(!format!("{store:?}").contains("S3CRET"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::time::{Clock, SystemClock, VerifyClock};
 use crate::votes::{MAX_UID_CHARS, Tally, Team, VoteStore, VoteStoreError};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
@@ -346,6 +347,14 @@ impl AppError {
                 "database_unavailable",
                 "The database is unavailable; try again shortly.".into(),
             ),
+            // No Retry-After: the vote may be in, and a retry could count it twice.
+            AppError::Database(e) if e.is_outcome_unknown() => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "outcome_unknown",
+                "The database did not confirm the vote in time; it may have been recorded. \
+                 Reload the page before voting again."
+                    .into(),
+            ),
             AppError::Database(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "database_error",
@@ -534,10 +543,12 @@ struct HourlyQuery {
 }
 
 /// Votes per hour over the last `hours` (default 24, at most 720), for a signed-in caller.
+/// The query is taken as a `Result` so that a caller without a token learns that first,
+/// whatever its query says.
 async fn hourly(
     State(state): State<AppState>,
     identity: Result<Identity, AuthRejection>,
-    Query(query): Query<HourlyQuery>,
+    query: Result<Query<HourlyQuery>, QueryRejection>,
 ) -> Response {
     if let Err(rejection) = identity {
         let code = rejection.reason();
@@ -548,6 +559,9 @@ async fn hourly(
         return response;
     }
     let json = HeaderMap::from_iter([(ACCEPT, HeaderValue::from_static("application/json"))]);
+    let Ok(Query(query)) = query else {
+        return AppError::BadRequest("hours must be a whole number").respond(&json);
+    };
     let hours = query.hours.unwrap_or(24);
     if !(1..=720).contains(&hours) {
         return AppError::BadRequest("hours must be between 1 and 720").respond(&json);

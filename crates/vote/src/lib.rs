@@ -8,12 +8,14 @@
 //! - [`database`]: where the votes live (`--database`, Cloud SQL credentials, SQLite);
 //! - [`http`]: `fn app(state) -> Router` and its thin handlers;
 //! - [`page`]: the HTML and the assets compiled into the binary;
+//! - [`server`]: the app on a socket, with timeouts, a connection cap and a bounded stop;
 //! - [`config`]: sign-in and trust settings; [`time`]: the injected clock.
 
 pub mod config;
 pub mod database;
 pub mod http;
 pub mod page;
+pub mod server;
 pub mod time;
 pub mod votes;
 
@@ -25,7 +27,8 @@ pub use votes::{Tally, Team, VoteStore, VoteStoreError, leader_message};
 
 use gatehouse_store::{Store, StoreError};
 
-/// Opens the store `target` names and creates the table if it is missing.
+/// Opens the store `target` names, with the database enforcing the request budget
+/// ([`votes::DATABASE_LIMITS`]), and creates or updates the tables.
 pub async fn open_votes(target: &DatabaseTarget) -> Result<VoteStore, StoreError> {
     let store = match target {
         DatabaseTarget::Sqlite(path) => {
@@ -35,9 +38,11 @@ pub async fn open_votes(target: &DatabaseTarget) -> Result<VoteStore, StoreError
                     source,
                 })?;
             }
-            Store::open_sqlite_file(path).await?
+            Store::open_sqlite_file_with(path, votes::DATABASE_LIMITS).await?
         }
-        DatabaseTarget::Url(url) => Store::open_url(url.expose()).await?,
+        DatabaseTarget::Url(url) => {
+            Store::open_url_with(url.expose(), votes::DATABASE_LIMITS).await?
+        }
     };
     VoteStore::open(store).await
 }

@@ -2,7 +2,7 @@
 //! queries (SQLite or PostgreSQL, always with bound parameters).
 
 use crate::time::Timestamp;
-use gatehouse_store::{Backend, Migration, Store, StoreError, Value};
+use gatehouse_store::{Backend, Migration, QueryLimits, Store, StoreError, Value};
 use std::time::Duration;
 
 /// The two candidates. Their names are exactly what the form posts and the table stores.
@@ -88,31 +88,99 @@ pub const RECENT_VOTES: i64 = 5;
 /// The longest uid the table holds (`uid VARCHAR(128)`); Firebase uids are 1–128 chars.
 pub const MAX_UID_CHARS: usize = 128;
 
-/// The seed's table, created at start.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "pet_votes",
-    sqlite: "CREATE TABLE IF NOT EXISTS pet_votes (
+/// The seed's table, created at start, and the per-team counts the page reads.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "pet_votes",
+        sqlite: "CREATE TABLE IF NOT EXISTS pet_votes (
             vote_id INTEGER PRIMARY KEY AUTOINCREMENT,
             time_cast TIMESTAMP NOT NULL,
             candidate VARCHAR(6) NOT NULL,
             uid VARCHAR(128) NOT NULL);
         CREATE INDEX IF NOT EXISTS pet_votes_time_cast ON pet_votes (time_cast)",
-    postgres: "CREATE TABLE IF NOT EXISTS pet_votes (
+        postgres: "CREATE TABLE IF NOT EXISTS pet_votes (
             vote_id SERIAL PRIMARY KEY,
             time_cast TIMESTAMP NOT NULL,
             candidate VARCHAR(6) NOT NULL,
             uid VARCHAR(128) NOT NULL);
         CREATE INDEX IF NOT EXISTS pet_votes_time_cast ON pet_votes (time_cast)",
-}];
+    },
+    // Counting the table on every page load costs a scan of every vote, and page loads
+    // need no token. Triggers keep the counts in the transaction of each change, so they
+    // are exact on every replica and whoever writes (an older replica during a rolling
+    // upgrade, the seed's own app on the same database). The backfill runs under the
+    // migration's lock: SQLite's write lock, and on PostgreSQL the CREATE TRIGGER's table
+    // lock, which waits for open inserts and holds new ones until the counts are in.
+    Migration {
+        version: 2,
+        description: "pet_vote_counts",
+        sqlite: "CREATE TABLE IF NOT EXISTS pet_vote_counts (
+            candidate VARCHAR(6) PRIMARY KEY,
+            votes INTEGER NOT NULL);
+        CREATE TRIGGER IF NOT EXISTS pet_votes_counted_insert AFTER INSERT ON pet_votes
+        BEGIN
+            INSERT INTO pet_vote_counts (candidate, votes) VALUES (NEW.candidate, 1)
+                ON CONFLICT (candidate) DO UPDATE SET votes = votes + 1;
+        END;
+        CREATE TRIGGER IF NOT EXISTS pet_votes_counted_delete AFTER DELETE ON pet_votes
+        BEGIN
+            UPDATE pet_vote_counts SET votes = votes - 1 WHERE candidate = OLD.candidate;
+        END;
+        CREATE TRIGGER IF NOT EXISTS pet_votes_counted_update
+            AFTER UPDATE OF candidate ON pet_votes
+        BEGIN
+            UPDATE pet_vote_counts SET votes = votes - 1 WHERE candidate = OLD.candidate;
+            INSERT INTO pet_vote_counts (candidate, votes) VALUES (NEW.candidate, 1)
+                ON CONFLICT (candidate) DO UPDATE SET votes = votes + 1;
+        END;
+        DELETE FROM pet_vote_counts;
+        INSERT INTO pet_vote_counts (candidate, votes)
+            SELECT candidate, COUNT(*) FROM pet_votes GROUP BY candidate",
+        postgres: "CREATE TABLE IF NOT EXISTS pet_vote_counts (
+            candidate VARCHAR(6) PRIMARY KEY,
+            votes BIGINT NOT NULL);
+        CREATE OR REPLACE FUNCTION pet_votes_count() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP IN ('DELETE', 'UPDATE') THEN
+                UPDATE pet_vote_counts SET votes = votes - 1 WHERE candidate = OLD.candidate;
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                INSERT INTO pet_vote_counts (candidate, votes) VALUES (NEW.candidate, 1)
+                    ON CONFLICT (candidate) DO UPDATE SET votes = pet_vote_counts.votes + 1;
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE OR REPLACE FUNCTION pet_votes_count_truncate() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM pet_vote_counts;
+            RETURN NULL;
+        END $$;
+        DROP TRIGGER IF EXISTS pet_votes_counted ON pet_votes;
+        CREATE TRIGGER pet_votes_counted AFTER INSERT OR DELETE OR UPDATE OF candidate
+            ON pet_votes FOR EACH ROW EXECUTE FUNCTION pet_votes_count();
+        DROP TRIGGER IF EXISTS pet_votes_counted_truncate ON pet_votes;
+        CREATE TRIGGER pet_votes_counted_truncate AFTER TRUNCATE
+            ON pet_votes FOR EACH STATEMENT EXECUTE FUNCTION pet_votes_count_truncate();
+        DELETE FROM pet_vote_counts;
+        INSERT INTO pet_vote_counts (candidate, votes)
+            SELECT candidate, COUNT(*) FROM pet_votes GROUP BY candidate",
+    },
+];
 
 /// A storage failure, split by what the caller should tell the client.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VoteStoreError {
-    /// The database cannot be reached right now (down, restarting, pool exhausted): 503.
+    /// The database cannot be reached right now (down, restarting, pool exhausted, a lock
+    /// held past the wait) and nothing was written: 503, try again.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent but the database did not answer within the budget, so whether it
+    /// committed is unknown: 504, and no invitation to try again.
+    #[error("database gave no answer: {0}")]
+    OutcomeUnknown(String),
     /// Anything else: 500.
     #[error("database error: {0}")]
     Failed(String),
@@ -131,6 +199,10 @@ impl VoteStoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, VoteStoreError::Unavailable(_))
     }
+
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, VoteStoreError::OutcomeUnknown(_))
+    }
 }
 
 /// Errors that mean "the database is not there right now" rather than "this query is wrong".
@@ -142,19 +214,46 @@ fn is_connection_error(error: &sqlx::Error) -> bool {
         E::Database(db) => {
             db.code().is_some_and(|code| {
                 // 08: connection exception; 57P0x: shutdown / cannot connect now;
-                // 53: insufficient resources; 3D000: database does not exist (yet).
+                // 53: insufficient resources; 3D000: database does not exist (yet);
+                // 55P03 and 57014: `lock_timeout` and `statement_timeout` ran out, and the
+                // server rolled the statement back.
                 code.starts_with("08")
                     || code.starts_with("57P")
                     || code.starts_with("53")
                     || code == "3D000"
+                    || code == "55P03"
+                    || code == "57014"
             }) || db.message().contains("database is locked")
         }
         _ => false,
     }
 }
 
-/// How long one query may take before the request answers 503 instead of hanging.
+/// How long one query may take before the request answers instead of hanging.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The limits the database itself enforces, inside [`QUERY_TIMEOUT`]: a vote that cannot
+/// be written in time is refused and rolled back by the database, so the 503 the client
+/// gets is true (nothing was written) and its retry is not a second vote. Waiting for a
+/// connection and then for the statement fit in the budget together, with room for the
+/// round trips.
+pub const DATABASE_LIMITS: QueryLimits = QueryLimits {
+    acquire: Duration::from_millis(1500),
+    lock_wait: Duration::from_millis(2500),
+    statement: Some(Duration::from_secs(3)),
+};
+
+const _: () = {
+    let statement = match DATABASE_LIMITS.statement {
+        Some(statement) => statement,
+        None => DATABASE_LIMITS.lock_wait,
+    };
+    assert!(DATABASE_LIMITS.lock_wait.as_millis() <= statement.as_millis());
+    assert!(
+        DATABASE_LIMITS.acquire.as_millis() + statement.as_millis() + 250
+            <= QUERY_TIMEOUT.as_millis()
+    );
+};
 
 /// The `pet_votes` table in a [`Store`].
 #[derive(Debug, Clone)]
@@ -182,6 +281,7 @@ impl VoteStore {
         self.store.close().await;
     }
 
+    /// A read within the budget; giving up on a read changes nothing.
     async fn timed<T>(
         &self,
         work: impl std::future::Future<Output = Result<T, StoreError>>,
@@ -190,6 +290,22 @@ impl VoteStore {
             Ok(result) => result.map_err(VoteStoreError::from_store),
             Err(_) => Err(VoteStoreError::Unavailable(format!(
                 "no answer within {} s",
+                QUERY_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// A write within the budget. The database's own limits ([`DATABASE_LIMITS`]) end it
+    /// first and roll it back; this bound is only for a database that stopped answering
+    /// altogether, after which the write may still commit, so it is not "unavailable".
+    async fn timed_write<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, VoteStoreError> {
+        match tokio::time::timeout(QUERY_TIMEOUT, work).await {
+            Ok(result) => result.map_err(VoteStoreError::from_store),
+            Err(_) => Err(VoteStoreError::OutcomeUnknown(format!(
+                "no answer to a write within {} s",
                 QUERY_TIMEOUT.as_secs()
             ))),
         }
@@ -210,24 +326,25 @@ impl VoteStore {
             Value::from(team.as_str()),
             Value::from(uid),
         ];
-        self.timed(self.store.execute(sql, &params)).await?;
+        self.timed_write(self.store.execute(sql, &params)).await?;
         Ok(())
     }
 
     /// Counts per team and the five newest votes.
     pub async fn tally(&self) -> Result<Tally, VoteStoreError> {
         let counts = self
-            .timed(self.store.fetch_all(
-                "SELECT candidate, COUNT(*) FROM pet_votes GROUP BY candidate",
-                &[],
-            ))
+            .timed(
+                self.store
+                    .fetch_all("SELECT candidate, votes FROM pet_vote_counts", &[]),
+            )
             .await?;
         let (mut cats, mut dogs) = (0, 0);
         for row in counts {
             let count = row.int(1).map_err(VoteStoreError::from_store)?;
+            // Summed: a table the seed created with padded names may hold both spellings.
             match Team::parse(row.text(0).map_err(VoteStoreError::from_store)?.trim()) {
-                Some(Team::Cats) => cats = count,
-                Some(Team::Dogs) => dogs = count,
+                Some(Team::Cats) => cats += count,
+                Some(Team::Dogs) => dogs += count,
                 None => {}
             }
         }

@@ -4,9 +4,12 @@
 // Test helpers outside #[test] functions panic on purpose: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod budget;
+mod counts;
 mod faults;
 mod postgres;
 mod process;
 mod routes;
+mod server;
 mod support;
 mod up;

@@ -213,9 +213,15 @@ async fn database_down_is_503_and_recovers_when_it_returns() {
         .url
         .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", switch.port))
         .replace("localhost:5432", &format!("127.0.0.1:{}", switch.port));
-    let votes = VoteStore::open(Store::open_url(&url).await.unwrap())
-        .await
-        .unwrap();
+    // With the app's limits: within them, a vote that cannot reach the database is known
+    // not to be written (503); past them, its outcome would be unknown (504).
+    let votes = VoteStore::open(
+        Store::open_url_with(&url, gatehouse_vote::votes::DATABASE_LIMITS)
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     let t = app_with(votes, verifier()).await;
     assert_eq!(vote(&t.app, "before", "CATS").await.status, StatusCode::OK);
 

@@ -33,7 +33,7 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+pub fn temp_dir(name: &str) -> PathBuf {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -607,4 +607,73 @@ async fn cloud_sql_secret_over_unix_socket() {
     assert_eq!(rows_in(&db.url).await.len(), 2);
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(&socket_dir);
+}
+
+/// A request head cut off before its blank line.
+const HALF_HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: vote\r\n";
+
+#[tokio::test]
+async fn a_half_sent_request_neither_stays_open_nor_holds_up_sigterm() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let jwks = key_server().await;
+    let data = temp_dir("drain");
+    let mut p = VoteProcess::start(
+        &jwks,
+        &data,
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--header-read-seconds",
+            "3",
+            "--shutdown-grace-seconds",
+            "0.5",
+        ],
+        &[],
+    )
+    .await;
+    let addr = p.base.trim_start_matches("http://").to_owned();
+
+    // --header-read-seconds: the connection is closed once its head is late.
+    let mut late = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    late.write_all(HALF_HEAD).await.unwrap();
+    let sent = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), late.read_to_end(&mut rest))
+        .await
+        .expect("a half-sent head still open 10 s later")
+        .ok();
+    assert!(
+        sent.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        sent.elapsed()
+    );
+
+    // SIGTERM with a half-sent head open: exit 0 once the grace is over, well before
+    // that connection's header timeout would have closed it.
+    let mut held = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    held.write_all(HALF_HEAD).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let signalled = Instant::now();
+    p.signal("TERM");
+    let status = loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_millis(2500),
+            "still running {:?} after SIGTERM\n{}",
+            signalled.elapsed(),
+            p.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}\n{}",
+        p.logs()
+    );
+    let logs = p.logs();
+    assert!(logs.contains("drain deadline passed"), "{logs}");
+    drop(held);
+    let _ = std::fs::remove_dir_all(&data);
 }

@@ -632,3 +632,34 @@ async fn database_gone_is_503_with_a_page() {
     .await;
     assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn hourly_checks_the_token_before_the_query() {
+    let t = sqlite_app().await;
+    let get = |auth: Option<String>| {
+        let mut request = Request::get("/api/votes/hourly?hours=abc");
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    // A caller without a token learns that first, whatever its query says.
+    let anonymous = send(&t.app, get(None)).await;
+    assert_eq!(
+        anonymous.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        anonymous.body
+    );
+    let forged = send(&t.app, get(Some("Bearer x.y.z".into()))).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{}", forged.body);
+    // A signed-in caller is told what is wrong with the query.
+    let signed_in = send(&t.app, get(Some(format!("Bearer {}", token_for("alice"))))).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        signed_in.body
+    );
+    assert_eq!(signed_in.json()["error"], "bad_request");
+}
