@@ -44,7 +44,7 @@ pub async fn application_default(
         None => tried.push("GOOGLE_APPLICATION_CREDENTIALS (unset)".to_owned()),
     }
 
-    let http = crate::transport::default_http_client()?;
+    let http = crate::transport::direct_http_client()?;
     let mut candidates: Vec<(String, String)> = Vec::new(); // (data host, ping URL)
     match MetadataServer::host_from_env(env) {
         Some(host) => {

@@ -1,12 +1,15 @@
 //! Tokens cached per audience and refreshed ahead of expiry. One mint at a time per audience
 //! however many callers wait (they share its result, success or failure, so a failing token
-//! service sees one request per round of callers, not one per caller).
+//! service sees one request per round of callers, not one per caller). The cache holds a
+//! bounded number of audiences: the audience is often a URL's origin, and whoever chooses the
+//! URLs (a push endpoint, a webhook) must not be able to grow it without end.
 
 use crate::error::Error;
 use crate::source::{IdToken, IdTokenSource};
 use gatehouse_verify::{Clock, SystemClock};
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use quick_cache::sync::Cache;
+use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,12 +23,24 @@ const MIN_REMAINING_SECS: u64 = 10;
 /// After a failed refresh, keep serving a still-valid token this long before trying again.
 const RETRY_AFTER_FAILURE_SECS: u64 = 5;
 
-/// A token source with a per-audience cache in front.
+/// The most audiences a [`TokenCache`] holds. Past it, audiences asked for once are
+/// forgotten before those asked for again (a flood of new origins does not push out the
+/// receiver a service keeps calling), and a forgotten audience's next token is minted anew.
+pub const MAX_AUDIENCES: usize = 1024;
+
+/// How often, at most, audiences whose token has expired are dropped (when a new audience
+/// comes): a sweep visits every audience, so it is not done on every insert.
+const SWEEP_EVERY_SECS: u64 = 60;
+
+/// A token source with a per-audience cache in front, holding at most [`MAX_AUDIENCES`]
+/// audiences and dropping those whose token has expired.
 pub struct TokenCache {
     source: Box<dyn IdTokenSource>,
     clock: Arc<dyn Clock>,
     refresh_before: u64,
-    slots: RwLock<HashMap<String, Arc<Slot>>>,
+    slots: Cache<String, Arc<Slot>>,
+    /// When the next sweep of expired audiences may run (Unix seconds).
+    next_sweep: AtomicU64,
 }
 
 impl fmt::Debug for TokenCache {
@@ -33,7 +48,7 @@ impl fmt::Debug for TokenCache {
         f.debug_struct("TokenCache")
             .field("source", &self.source.describe())
             .field("refresh_before", &self.refresh_before)
-            .field("audiences", &self.slots.read().len())
+            .field("audiences", &self.slots.len())
             .finish()
     }
 }
@@ -78,6 +93,14 @@ impl Slot {
             .filter(|c| now.saturating_add(MIN_REMAINING_SECS) < c.token.expires_at())
             .map(|c| c.token.clone())
     }
+
+    /// Whether it holds a token that has not expired.
+    fn holds_unexpired(&self, now: u64) -> bool {
+        self.current
+            .read()
+            .as_ref()
+            .is_some_and(|c| now < c.token.expires_at())
+    }
 }
 
 impl TokenCache {
@@ -88,12 +111,19 @@ impl TokenCache {
 
     /// A cache in front of `source`, on `clock` (tests pin it).
     pub fn with_clock(source: impl IdTokenSource + 'static, clock: Arc<dyn Clock>) -> Arc<Self> {
+        let now = clock.now_unix();
         Arc::new(TokenCache {
             source: Box::new(source),
             clock,
             refresh_before: REFRESH_BEFORE_EXPIRY_SECS,
-            slots: RwLock::new(HashMap::new()),
+            slots: Cache::new(MAX_AUDIENCES),
+            next_sweep: AtomicU64::new(now.saturating_add(SWEEP_EVERY_SECS)),
         })
+    }
+
+    /// How many audiences the cache holds now (at most [`MAX_AUDIENCES`]).
+    pub fn audiences(&self) -> usize {
+        self.slots.len()
     }
 
     /// The source behind the cache.
@@ -105,13 +135,14 @@ impl TokenCache {
     /// new one (minted once however many callers ask at the same time).
     pub async fn token(&self, audience: &str) -> Result<IdToken, Error> {
         let now = self.clock.now_unix();
-        // Fast path: one shared lock on the map, one on the slot, an `Arc` clone.
-        if let Some(slot) = self.slots.read().get(audience) {
-            if let Some(token) = slot.fresh(now) {
-                return Ok(token);
-            }
+        // Fast path: one shared lock on the map's shard, one on the slot, two `Arc` clones.
+        let slot = match self.slots.get(audience) {
+            Some(slot) => slot,
+            None => self.new_slot(audience, now),
+        };
+        if let Some(token) = slot.fresh(now) {
+            return Ok(token);
         }
-        let slot = self.slot(audience);
         let seen = slot.attempts.load(Ordering::Acquire);
         let mut state = match slot.minting.try_lock() {
             Ok(state) => state,
@@ -179,7 +210,7 @@ impl TokenCache {
     /// Forget `rejected` for `audience` (a server answered 401 to it), so the next
     /// [`token`](Self::token) mints. A newer token, minted meanwhile, is kept.
     pub fn invalidate(&self, audience: &str, rejected: &IdToken) {
-        if let Some(slot) = self.slots.read().get(audience) {
+        if let Some(slot) = self.slots.peek(audience) {
             let mut current = slot.current.write();
             if current.as_ref().is_some_and(|c| &c.token == rejected) {
                 *current = None;
@@ -187,14 +218,39 @@ impl TokenCache {
         }
     }
 
-    fn slot(&self, audience: &str) -> Arc<Slot> {
-        if let Some(slot) = self.slots.read().get(audience) {
-            return slot.clone();
+    /// The slot for an audience not found in the map: inserted, unless another caller
+    /// inserted one meanwhile. Past [`MAX_AUDIENCES`] the map evicts another audience; a
+    /// caller still holding the evicted slot finishes with it, only the token is not kept.
+    fn new_slot(&self, audience: &str, now: u64) -> Arc<Slot> {
+        self.drop_expired(now);
+        match self
+            .slots
+            .get_or_insert_with(audience, || Ok::<_, Infallible>(Arc::default()))
+        {
+            Ok(slot) => slot,
+            Err(never) => match never {},
         }
+    }
+
+    /// Drops the audiences whose token has expired (or that never got one), unless a caller
+    /// is using them, at most once every [`SWEEP_EVERY_SECS`].
+    fn drop_expired(&self, now: u64) {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now < due
+            || self
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now.saturating_add(SWEEP_EVERY_SECS),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return; // not due, or another caller sweeps
+        }
+        // A count above one: a caller holds the slot (minting, or waiting on a mint).
         self.slots
-            .write()
-            .entry(audience.to_owned())
-            .or_default()
-            .clone()
+            .retain(|_, slot| Arc::strong_count(slot) > 1 || slot.holds_unexpired(now));
     }
 }

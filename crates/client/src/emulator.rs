@@ -37,7 +37,8 @@ impl EmulatorUser {
         Ok(EmulatorUser {
             url: format!("{base}{EMULATOR_USER_TOKEN_PATH}"),
             email: email.to_owned(),
-            http: transport::default_http_client()?,
+            // The emulator is a local development service: never through a proxy.
+            http: transport::direct_http_client()?,
         })
     }
 

@@ -5,9 +5,11 @@
 use crate::cache::TokenCache;
 use crate::error::Error;
 use crate::source::IdToken;
+use crate::transport;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use reqwest::{Method, Response};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Cloud Run's rule: the audience of a service is its URL's origin
 /// (`https://receiver-xyz.a.run.app`), without path, query or default port.
@@ -33,21 +35,35 @@ fn parse_url(url: &str) -> Result<url::Url, Error> {
 /// Sends requests with ID tokens from a [`TokenCache`].
 #[derive(Debug, Clone)]
 pub struct AuthorizedClient {
+    /// For remote receivers: honours the proxy variables.
     http: reqwest::Client,
+    /// For receivers on this machine or link-local: never through a proxy, which would see
+    /// the token in cleartext and reach its own loopback, not ours.
+    direct: reqwest::Client,
     tokens: Arc<TokenCache>,
 }
 
 impl AuthorizedClient {
     /// A client with the default transport: no redirects followed, since a redirect must
-    /// not carry the token to another host.
+    /// not carry the token to another host; at most 30 s per request.
     pub fn new(tokens: Arc<TokenCache>) -> Result<Self, Error> {
+        AuthorizedClient::with_timeout(tokens, Some(transport::TOTAL_TIMEOUT))
+    }
+
+    /// [`new`](Self::new), with requests allowed `total` from connect to last body byte;
+    /// `None` lets a slow or streamed answer take as long as it takes (curl's default).
+    /// Connecting is still bounded.
+    pub fn with_timeout(tokens: Arc<TokenCache>, total: Option<Duration>) -> Result<Self, Error> {
         Ok(AuthorizedClient {
-            http: crate::transport::default_http_client()?,
+            http: transport::build(transport::builder(total))?,
+            direct: transport::build(transport::builder(total).no_proxy())?,
             tokens,
         })
     }
 
+    /// Send every request with `http`, whatever the host (its proxy settings included).
     pub fn with_http_client(mut self, http: reqwest::Client) -> Self {
+        self.direct = http.clone();
         self.http = http;
         self
     }
@@ -166,17 +182,30 @@ async fn execute(
     })?;
     value.set_sensitive(true); // kept out of reqwest's and hyper's debug output
     request.headers_mut().insert(AUTHORIZATION, value);
-    client
-        .http
-        .execute(request)
+    let http = if transport::is_local(url) {
+        &client.direct
+    } else {
+        &client.http
+    };
+    http.execute(request)
         .await
         .map_err(|e| request_error(url, e))
 }
 
 fn request_error(url: &url::Url, error: reqwest::Error) -> Error {
+    // reqwest's own words ("error sending request") do not say why; its causes (from hyper
+    // and the OS, never the request's headers) do.
+    let error = error.without_url();
+    let mut detail = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(error) = cause {
+        detail.push_str(": ");
+        detail.push_str(&error.to_string());
+        cause = error.source();
+    }
     Error::Request {
         url: url.as_str().to_owned(),
-        detail: error.without_url().to_string(),
+        detail,
     }
 }
 

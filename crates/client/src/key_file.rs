@@ -193,11 +193,19 @@ impl KeyFileSource {
     pub fn new(key: ServiceAccountKey, origin: impl Into<String>) -> Result<Self, Error> {
         let origin = origin.into();
         let signer = key.signing_key(&origin)?;
+        // A token_uri on this machine (the emulator's) is reached directly; a remote one
+        // (Google's) through the proxy the environment names, if any.
+        let local = url::Url::parse(&key.token_uri).is_ok_and(|u| transport::is_local(&u));
+        let http = if local {
+            transport::direct_http_client()?
+        } else {
+            transport::default_http_client()?
+        };
         Ok(KeyFileSource {
             key,
             origin,
             signer,
-            http: transport::default_http_client()?,
+            http,
             clock: Arc::new(SystemClock),
         })
     }

@@ -24,7 +24,7 @@ mod source;
 mod transport;
 
 pub use adc::{AdcOptions, application_default};
-pub use cache::{REFRESH_BEFORE_EXPIRY_SECS, TokenCache};
+pub use cache::{MAX_AUDIENCES, REFRESH_BEFORE_EXPIRY_SECS, TokenCache};
 pub use emulator::{EMULATOR_USER_TOKEN_PATH, EmulatorUser};
 pub use env::Env;
 pub use error::{Error, KeyFileError, OAuthError};
@@ -36,4 +36,4 @@ pub use metadata::{DEFAULT_METADATA_HOST, DEFAULT_METADATA_IP, MetadataServer};
 /// The HTTP method type [`AuthorizedClient::request`] takes.
 pub use reqwest::Method;
 pub use source::{IdToken, IdTokenSource};
-pub use transport::default_http_client;
+pub use transport::{default_http_client, direct_http_client};

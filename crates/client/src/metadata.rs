@@ -29,11 +29,11 @@ pub struct MetadataServer {
 
 impl MetadataServer {
     /// The server at `host` (`HOST`, `HOST:PORT`, or a full `http://HOST:PORT` URL), as
-    /// `GCE_METADATA_HOST` names it.
+    /// `GCE_METADATA_HOST` names it. Reached directly, never through a proxy.
     pub fn new(host: &str) -> Result<Self, Error> {
         Ok(MetadataServer {
             base: base_url(host)?,
-            http: transport::default_http_client()?,
+            http: transport::direct_http_client()?,
         })
     }
 
@@ -148,7 +148,10 @@ fn has_google_flavor(response: &reqwest::Response) -> bool {
         .is_some_and(|v| v.as_bytes() == b"Google")
 }
 
-/// `http://` + host, unless the host already is a URL; checked to be a plain origin.
+/// `http://` + host, unless the host already is a URL; checked to be a plain origin and
+/// returned as the parser understood it. Anything beyond `scheme://host[:port]` is refused:
+/// a query or fragment would swallow the paths appended to the base, and a user or password
+/// would be sent as Basic credentials and shown in every message naming the server.
 pub(crate) fn base_url(host: &str) -> Result<String, Error> {
     let host = host.trim().trim_end_matches('/');
     let candidate = if host.starts_with("http://") || host.starts_with("https://") {
@@ -156,18 +159,32 @@ pub(crate) fn base_url(host: &str) -> Result<String, Error> {
     } else {
         format!("http://{host}")
     };
-    let invalid = |detail: &str| Error::InvalidUrl {
-        url: host.to_owned(),
+    let invalid = |shown: &str, detail: &str| Error::InvalidUrl {
+        url: shown.to_owned(),
         detail: detail.to_owned(),
     };
-    let parsed = url::Url::parse(&candidate).map_err(|e| invalid(&e.to_string()))?;
+    let parsed = url::Url::parse(&candidate).map_err(|e| invalid(host, &e.to_string()))?;
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("no host"));
+        return Err(invalid(host, "no host"));
+    }
+    let origin = parsed.origin().ascii_serialization();
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // Named without the credentials: the message is printed.
+        return Err(invalid(
+            &origin,
+            "expected HOST[:PORT], without a user or password",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid(
+            host,
+            "expected HOST[:PORT], without a query or fragment",
+        ));
     }
     if parsed.path() != "/" && !parsed.path().is_empty() {
-        return Err(invalid("expected HOST[:PORT], without a path"));
+        return Err(invalid(host, "expected HOST[:PORT], without a path"));
     }
-    Ok(candidate)
+    Ok(origin)
 }
 
 #[cfg(test)]
@@ -181,9 +198,36 @@ mod tests {
             base_url("metadata.google.internal").unwrap(),
             "http://metadata.google.internal"
         );
-        assert_eq!(base_url("http://[::1]:80/").unwrap(), "http://[::1]:80");
+        // As the URL parser reads it: the default port is implied.
+        assert_eq!(base_url("http://[::1]:80/").unwrap(), "http://[::1]");
+        assert_eq!(
+            base_url("https://Metadata.Example:8443").unwrap(),
+            "https://metadata.example:8443"
+        );
         assert!(base_url("host:1/path").is_err());
         assert!(base_url("").is_err());
+    }
+
+    #[test]
+    fn hosts_with_more_than_an_origin_are_refused() {
+        for host in [
+            "127.0.0.1:9101?x",
+            "127.0.0.1:9101/?x",
+            "127.0.0.1:9101#frag",
+            "http://127.0.0.1:9101?",
+            "u@127.0.0.1:9099",
+            "http://u:s3cret@127.0.0.1:9099",
+            "http://:s3cret@127.0.0.1:9099/",
+        ] {
+            let error = base_url(host).expect_err(host);
+            assert!(
+                matches!(error, Error::InvalidUrl { .. }),
+                "{host}: {error:?}"
+            );
+            assert!(!error.to_string().contains("s3cret"), "{error}");
+        }
+        assert!(MetadataServer::new("127.0.0.1:9101?x").is_err());
+        assert!(crate::EmulatorUser::new("http://u:s3cret@127.0.0.1:9099", "a@b.c").is_err());
     }
 
     #[test]

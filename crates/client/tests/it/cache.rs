@@ -1,9 +1,15 @@
 //! The token cache in front of a real (stand-in) metadata server, on a pinned clock.
 
 use crate::metadata::Stand;
-use crate::support::{T0, clock};
+use crate::support::{T0, clock, id_token};
 use axum::http::StatusCode;
-use gatehouse_client::{Error, MetadataServer, REFRESH_BEFORE_EXPIRY_SECS, TokenCache};
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use gatehouse_client::{
+    Error, IdToken, IdTokenSource, MAX_AUDIENCES, MetadataServer, REFRESH_BEFORE_EXPIRY_SECS,
+    TokenCache,
+};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -178,4 +184,93 @@ async fn debug_shows_no_token() {
     let shown = format!("{cache:?} {token:?}");
     assert!(!shown.contains(token.as_str()), "{shown}");
     assert!(shown.contains("<hidden>"), "{shown}");
+}
+
+/// A source without a network, for thousands of audiences: it hands out one pre-signed token
+/// (the cache reads only its `exp`) and counts mints per audience.
+#[derive(Debug)]
+struct Counting {
+    token: parking_lot::Mutex<String>,
+    mints: parking_lot::Mutex<HashMap<String, usize>>,
+}
+
+impl Counting {
+    fn issuing(token: String) -> Arc<Self> {
+        Arc::new(Counting {
+            token: parking_lot::Mutex::new(token),
+            mints: Default::default(),
+        })
+    }
+    fn mints(&self, audience: &str) -> usize {
+        self.mints.lock().get(audience).copied().unwrap_or(0)
+    }
+}
+
+impl IdTokenSource for Counting {
+    fn mint<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<IdToken, Error>> {
+        *self.mints.lock().entry(audience.to_owned()).or_default() += 1;
+        let token = self.token.lock().clone();
+        async move { IdToken::from_minted("test", "test:", &token) }.boxed()
+    }
+    fn describe(&self) -> String {
+        "counting test source".into()
+    }
+}
+
+#[tokio::test]
+async fn many_audiences_stay_within_the_bound_and_a_busy_audience_keeps_its_token() {
+    let (_, clock) = clock();
+    let source = Counting::issuing(id_token("any", "sa@example.com", T0, 3600));
+    let cache = TokenCache::with_clock(source.clone(), clock);
+    // The receiver a service really calls, among origins an attacker registers one by one.
+    let busy = "https://receiver.example";
+    cache.token(busy).await.unwrap();
+    let flood = 4 * MAX_AUDIENCES;
+    for i in 0..flood {
+        cache
+            .token(&format!("https://a{i}.evil.example"))
+            .await
+            .unwrap();
+        if i % 16 == 0 {
+            cache.token(busy).await.unwrap();
+        }
+        assert!(
+            cache.audiences() <= MAX_AUDIENCES,
+            "{} audiences after {i}",
+            cache.audiences()
+        );
+    }
+    assert_eq!(source.mints(busy), 1, "the busy audience's token was kept");
+    // The audience asked for last is cached too.
+    let last = format!("https://a{}.evil.example", flood - 1);
+    cache.token(&last).await.unwrap();
+    assert_eq!(source.mints(&last), 1);
+}
+
+#[tokio::test]
+async fn audiences_whose_token_expired_are_dropped() {
+    let (pinned, clock) = clock();
+    let source = Counting::issuing(id_token("any", "sa@example.com", T0, 3600));
+    let cache = TokenCache::with_clock(source.clone(), clock);
+    for i in 0..100 {
+        cache.token(&format!("https://a{i}.example")).await.unwrap();
+    }
+    cache.token("https://kept.example").await.unwrap();
+    assert_eq!(cache.audiences(), 101);
+
+    // One audience is still in use: its token is refreshed before the others expire.
+    pinned.set(T0 + 3400);
+    *source.token.lock() = id_token("any", "sa@example.com", T0 + 3400, 3600);
+    cache.token("https://kept.example").await.unwrap();
+    assert_eq!(source.mints("https://kept.example"), 2);
+
+    pinned.set(T0 + 3600 + 60);
+    cache.token("https://new.example").await.unwrap();
+    assert_eq!(
+        cache.audiences(),
+        2,
+        "only the audience with a live token and the new one remain"
+    );
+    cache.token("https://kept.example").await.unwrap();
+    assert_eq!(source.mints("https://kept.example"), 2, "still cached");
 }
