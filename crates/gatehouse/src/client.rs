@@ -4,13 +4,15 @@
 use anyhow::{Context as _, bail};
 use clap::Args;
 use gatehouse_client::{
-    AdcOptions, AuthorizedClient, EmulatorUser, Env, IdTokenSource, KeyFileSource, MetadataServer,
-    TokenCache, application_default, audience_for_url,
+    AdcOptions, AuthorizedClient, EmulatorUser, Env, IdToken, IdTokenSource, KeyFileSource,
+    MetadataServer, TokenCache, application_default, audience_for_url,
 };
+use std::future::Future;
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What `call` exits with when the receiver answers 4xx/5xx (curl `--fail`'s code).
 const HTTP_ERROR_EXIT: u8 = 22;
@@ -47,7 +49,8 @@ pub struct TokenArgs {
 pub struct CallArgs {
     /// The URL to call.
     pub url: String,
-    /// The token's `aud` [default: the URL's origin, Cloud Run's rule].
+    /// The token's `aud` [default: the URL's origin, Cloud Run's rule; with --user, the
+    /// emulator's default web client id, as `token --user`].
     #[arg(long, value_name = "AUD")]
     pub audience: Option<String>,
     /// The method [default: GET, or POST with -d].
@@ -62,8 +65,42 @@ pub struct CallArgs {
     /// Status, timing and the token's source on stderr.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Give up on the call after SECS (fractions allowed) [default: no limit, as curl; only
+    /// connecting is bounded].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub max_time: Option<Duration>,
     #[command(flatten)]
     pub source: SourceArgs,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|limit| !limit.is_zero())
+        .ok_or_else(|| format!("`{text}` is not a positive number of seconds"))
+}
+
+/// What `call --user` without `--audience` names its token's audience (in `-v` and as its
+/// cache key): a user's `aud` is an OAuth client id, never the service's URL.
+const EMULATOR_DEFAULT_CLIENT: &str = "the emulator's default web client";
+
+/// A test user's tokens for the emulator's default web client, whatever audience the cache
+/// asks for: what `token --user` prints without `--audience`.
+#[derive(Debug)]
+struct EmulatorDefaultClient(EmulatorUser);
+
+type Minting<'a> =
+    Pin<Box<dyn Future<Output = Result<IdToken, gatehouse_client::Error>> + Send + 'a>>;
+
+impl IdTokenSource for EmulatorDefaultClient {
+    fn mint<'a>(&'a self, _audience: &'a str) -> Minting<'a> {
+        Box::pin(self.0.mint_for(None))
+    }
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
 }
 
 /// The source the flags name (or ADC's choice), for tokens of any audience.
@@ -105,14 +142,23 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    let audience = match &args.audience {
-        Some(audience) => audience.clone(),
-        None => audience_for_url(&args.url)?,
-    };
-    let source = source(&args.source).await?;
+    let (audience, source): (String, Box<dyn IdTokenSource>) =
+        match (&args.audience, &args.source.user) {
+            (Some(audience), _) => (audience.clone(), source(&args.source).await?),
+            (None, Some(email)) => (
+                EMULATOR_DEFAULT_CLIENT.to_owned(),
+                Box::new(EmulatorDefaultClient(EmulatorUser::new(
+                    &args.source.idp,
+                    email,
+                )?)),
+            ),
+            (None, None) => (audience_for_url(&args.url)?, source(&args.source).await?),
+        };
     let described = source.describe();
     let cache = TokenCache::new(source);
-    let client = AuthorizedClient::new(cache.clone())?;
+    // The token services keep their 30 s limit; the call itself may take as long as the
+    // receiver does (a long report, a stream), unless --max-time says otherwise.
+    let client = AuthorizedClient::with_timeout(cache.clone(), args.max_time)?;
 
     let started = Instant::now();
     cache.token(&audience).await?; // minted here, so -v can time it apart from the call

@@ -5,8 +5,12 @@ use base64::Engine as _;
 use clap::{Args, Subcommand};
 use gatehouse_idp::{IdpConfig, IdpState};
 use gatehouse_store::Store;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The emulator's SQLite file under the data directory.
+pub const IDP_DB_FILE: &str = "idp.db";
 
 #[derive(Debug, Args)]
 pub struct IdpArgs {
@@ -27,7 +31,8 @@ pub struct IdpArgs {
     #[arg(long, default_value = ".gatehouse", conflicts_with = "database")]
     data: PathBuf,
     /// A database URL instead (postgres://... or sqlite:PATH).
-    #[arg(long, env = "GATEHOUSE_IDP_DATABASE")]
+    // The URL may hold a password: `--help` must not print it.
+    #[arg(long, env = "GATEHOUSE_IDP_DATABASE", hide_env_values = true)]
     database: Option<String>,
     /// Key documents' Cache-Control max-age; new keys are published this long before use.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
@@ -46,13 +51,16 @@ pub struct KeysArgs {
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Create a Google-format service-account key through the emulator's IAM-shaped API and
-    /// print the key file JSON.
+    /// print the key file JSON (a file it is printed into is made readable by you only).
     CreateSaKey {
         /// The service account's email.
         sa_email: String,
         /// The emulator's URL.
         #[arg(long, default_value = "http://127.0.0.1:9099")]
         idp: String,
+        /// Write the key file to FILE (replaced if it exists), readable by you only (0600).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -85,7 +93,10 @@ pub async fn run(args: IdpArgs) -> anyhow::Result<ExitCode> {
     config.key_rotation = args.key_rotation.max(config.key_max_age + 120);
     let store = match &args.database {
         Some(url) => Store::open_url(url).await,
-        None => Store::open_data_dir(&args.data, "idp.db").await,
+        None => {
+            crate::private_files::prepare_data_dir(&args.data, &[IDP_DB_FILE])?;
+            Store::open_data_dir(&args.data, IDP_DB_FILE).await
+        }
     }
     .context("cannot open the database")?;
     let state = IdpState::open(config, store.clone())
@@ -144,36 +155,161 @@ async fn shutdown_signal() {
 
 pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        KeysCommand::CreateSaKey { sa_email, idp } => {
-            let url = format!(
-                "{}/v1/projects/-/serviceAccounts/{}/keys",
-                idp.trim_end_matches('/'),
-                sa_email
-            );
-            let response = reqwest::Client::new()
-                .post(&url)
-                .json(&serde_json::json!({}))
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the emulator at {idp}"))?;
-            let status = response.status();
-            let body: serde_json::Value = response
-                .json()
-                .await
-                .context("the emulator's answer is not JSON")?;
-            if !status.is_success() {
-                bail!("the emulator refused ({status}): {body}");
+        KeysCommand::CreateSaKey {
+            sa_email,
+            idp,
+            output,
+        } => {
+            let text = create_sa_key(&idp, &sa_email).await?;
+            let file = format!("{}\n", text.trim_end());
+            match output {
+                Some(path) => crate::private_files::write_private(&path, file.as_bytes())?,
+                None => {
+                    // `> key.json` made the file with the umask's mode, usually readable by
+                    // everyone (gcloud writes key files 0600 for the same reason).
+                    #[cfg(unix)]
+                    if let Err(error) = crate::private_files::restrict_stdout_if_file() {
+                        eprintln!(
+                            "gatehouse: warning: cannot make the key file readable by you only: {error}"
+                        );
+                    }
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(file.as_bytes())?;
+                    stdout.flush()?;
+                }
             }
-            let data = body
-                .get("privateKeyData")
-                .and_then(serde_json::Value::as_str)
-                .context("the answer has no privateKeyData")?;
-            let file = base64::engine::general_purpose::STANDARD
-                .decode(data)
-                .context("privateKeyData is not base64")?;
-            let text = String::from_utf8(file).context("the key file is not UTF-8")?;
-            println!("{}", text.trim_end());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Asks the emulator at `idp` for a new key of `sa_email`; the key file's text.
+async fn create_sa_key(idp: &str, sa_email: &str) -> anyhow::Result<String> {
+    let url = sa_key_url(idp, sa_email)?;
+    if url.scheme() != "https" && !is_loopback(&url) {
+        tracing::warn!(
+            idp,
+            "the private key will travel unencrypted: --idp is neither https nor on this machine"
+        );
+    }
+    // A private key comes back: no redirect may fetch it from another host and no proxy
+    // may see it (the direct client: no proxy, no redirects, connect and total timeouts).
+    let http = gatehouse_client::direct_http_client()?;
+    let response = http
+        .post(url)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the emulator at {idp}"))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .with_context(|| format!("reading the answer of the emulator at {idp}"))?;
+    if !status.is_success() {
+        bail!(
+            "the emulator at {idp} refused to create a key ({status}){}",
+            error_text(&body)
+        );
+    }
+    let body: serde_json::Value =
+        serde_json::from_slice(&body).context("the emulator's answer is not JSON")?;
+    let data = body
+        .get("privateKeyData")
+        .and_then(serde_json::Value::as_str)
+        .context("the answer has no privateKeyData")?;
+    let file = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .context("privateKeyData is not base64")?;
+    String::from_utf8(file).context("the key file is not UTF-8")
+}
+
+/// `{idp}/v1/projects/-/serviceAccounts/{sa_email}/keys`, the email one path segment
+/// whatever it holds (`/`, `?`, `#` and `..` cannot lead elsewhere).
+fn sa_key_url(idp: &str, sa_email: &str) -> anyhow::Result<reqwest::Url> {
+    let mut url =
+        reqwest::Url::parse(idp).with_context(|| format!("--idp `{idp}` is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        bail!("--idp must be an http(s) URL of the emulator, without a user, query or fragment");
+    }
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("--idp `{idp}` cannot have paths"))?
+        .pop_if_empty()
+        .extend(["v1", "projects", "-", "serviceAccounts", sa_email, "keys"]);
+    Ok(url)
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An error answer's message for one line of a terminal: Google's `error.message`, an
+/// OAuth `error`, or the text; cut short, its control characters escaped.
+fn error_text(body: &[u8]) -> String {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let message = json.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("error"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    });
+    let text = match message {
+        Some(message) => message,
+        None => String::from_utf8_lossy(body).trim().to_owned(),
+    };
+    if text.is_empty() {
+        return String::new();
+    }
+    let cut: String = text.chars().take(200).collect();
+    let more = if cut.len() < text.len() { "..." } else { "" };
+    format!(": {}{more}", crate::terminal::escape_controls(&cut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_email_is_one_path_segment() {
+        let url = sa_key_url("http://127.0.0.1:9099/", "a/../b?c#d@x.example").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9099/v1/projects/-/serviceAccounts/a%2F..%2Fb%3Fc%23d@x.example/keys"
+        );
+        let url = sa_key_url(
+            "http://127.0.0.1:9099/prefix",
+            "runner@demo-project.iam.gserviceaccount.com",
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9099/prefix/v1/projects/-/serviceAccounts/runner@demo-project.iam.gserviceaccount.com/keys"
+        );
+        assert!(sa_key_url("http://u:pw@127.0.0.1:9099", "a@b").is_err());
+        assert!(sa_key_url("http://127.0.0.1:9099?x", "a@b").is_err());
+        assert!(sa_key_url("file:///tmp", "a@b").is_err());
+    }
+
+    #[test]
+    fn an_error_answer_is_one_inert_line() {
+        assert_eq!(
+            error_text(br#"{"error":{"code":400,"message":"bad \u001b[2J email"}}"#),
+            r": bad \u{1b}[2J email"
+        );
+        assert_eq!(error_text(b"Method Not Allowed\n"), ": Method Not Allowed");
+        assert_eq!(error_text(b""), "");
+        assert_eq!(error_text(&[b'x'; 300]).len(), 2 + 200 + 3);
     }
 }

@@ -62,7 +62,11 @@ pub fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
             |exp| expiry_in_words(exp, now),
         );
     let out = json!({"header": decoded.header, "claims": decoded.claims, "expiry": expiry});
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    // Anyone's token: its strings must not drive the terminal or reorder what is read.
+    println!(
+        "{}",
+        crate::terminal::json_for_terminal(&serde_json::to_string_pretty(&out)?)
+    );
     eprintln!("note: decoded only; the signature was not checked (use `gatehouse verify`)");
     Ok(ExitCode::SUCCESS)
 }
@@ -84,7 +88,11 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 "claims": identity.claims().as_map(),
                 "expiry": expiry_in_words(identity.expires_at(), now),
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            // Verified is not harmless: the issuer's users choose their names.
+            println!(
+                "{}",
+                crate::terminal::json_for_terminal(&serde_json::to_string_pretty(&out)?)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {

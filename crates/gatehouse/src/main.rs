@@ -7,8 +7,10 @@ mod client;
 mod idp;
 mod inspect;
 mod logging;
+mod private_files;
 mod proxy;
 mod s2s;
+mod terminal;
 mod up;
 mod vote;
 
@@ -77,7 +79,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("gatehouse: {error:#}");
+            // Errors quote servers, files and tokens: nothing in them may drive the terminal.
+            let shown = terminal::escape_controls_keep_lines(&format!("{error:#}"));
+            eprintln!("gatehouse: {shown}");
             ExitCode::FAILURE
         }
     }

@@ -242,7 +242,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             (store, target, note)
         }
         None => {
-            let store = Store::open_data_dir(&args.data, "idp.db")
+            crate::private_files::prepare_data_dir(
+                &args.data,
+                &[
+                    crate::idp::IDP_DB_FILE,
+                    gatehouse_vote::database::SQLITE_FILE,
+                ],
+            )?;
+            let store = Store::open_data_dir(&args.data, crate::idp::IDP_DB_FILE)
                 .await
                 .with_context(|| format!("opening {}", args.data.display()))?;
             let target =
@@ -371,10 +378,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     {
         let rx = stop_rx.clone();
         tasks.spawn(async move {
-            axum::serve(vote_listener, gatehouse_vote::app(vote_state))
-                .with_graceful_shutdown(stopped(rx))
-                .await
-                .context("voting app")
+            // The same limits as `gatehouse vote`'s: the app is an upstream here, but its
+            // port is open on loopback to every local process.
+            gatehouse_vote::server::serve(
+                vote_listener,
+                gatehouse_vote::app(vote_state),
+                &gatehouse_vote::server::ServerLimits::default(),
+                stopped(rx),
+            )
+            .await;
+            Ok(())
         });
     }
     {

@@ -141,3 +141,53 @@ fn decode_prints_header_claims_and_expiry_in_words() {
     assert_eq!(code, 1);
     assert_eq!(stdout.trim(), "malformed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decode_and_verify_print_a_hostile_token_inertly() {
+    let key = SigningKey::generate_rs256("k1").unwrap();
+    let jwks = serve_keys(&key).await;
+    // A right-to-left override makes the email read as another; C1 CSI and OSC sequences
+    // would drive the terminal.
+    let claims = json!({
+        "iss": "https://accounts.google.com", "aud": "https://svc.example", "sub": "1",
+        "email": "admin\u{202e}moc.elgoog@evil.example", "email_verified": true,
+        "name": "\u{9b}2J\u{1b}]0;owned\u{7}\u{2066}x\u{7f}",
+        "iat": now() - 10, "exp": now() + 600,
+    });
+    let tok = key.sign_jwt(&claims).unwrap();
+    let raw = &[
+        '\u{202e}', '\u{9b}', '\u{1b}', '\u{7}', '\u{2066}', '\u{7f}',
+    ][..];
+
+    let (code, stdout, _) = tokio::task::spawn_blocking({
+        let tok = tok.clone();
+        move || gatehouse(&["decode", &tok])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    assert!(!stdout.contains(raw), "{stdout:?}");
+    let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        out["claims"]["email"], claims["email"],
+        "the same claims, escaped"
+    );
+    assert_eq!(out["claims"]["name"], claims["name"]);
+
+    let (code, stdout, _) = tokio::task::spawn_blocking(move || {
+        gatehouse(&[
+            "verify",
+            &tok,
+            "--jwks",
+            &jwks,
+            "--audience",
+            "https://svc.example",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stdout}");
+    assert!(!stdout.contains(raw), "{stdout:?}");
+    let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(out["claims"]["email"], claims["email"]);
+}

@@ -4,6 +4,7 @@
 //! The service-to-service demo inside `gatehouse up`: its caller service calls the gateway's
 //! `/api` route with `gatehouse-client`, as the admitted service account (the receiver
 //! answers 200) and as the other one (the gateway's 403 is passed on, the demo answers 200).
+//! The data directory `up` creates, and its databases, are its user's only.
 
 // The testkit's log helper, compiled in (this crate does not depend on the testkit).
 #[path = "../../testkit/src/logs.rs"]
@@ -48,7 +49,13 @@ async fn the_caller_service_is_admitted_and_the_other_account_refused() {
     // Kept under target/test-logs for the secrets check of every log.
     let (log, stderr) = logs::log_stdio("gatehouse-up-s2s");
     let mut up = Up {
-        child: Command::new(binary())
+        // Under the usual umask, which would leave new files readable by everyone.
+        child: Command::new("sh")
+            .args([
+                "-c",
+                "umask 022 && exec \"$0\" \"$@\"",
+                binary().to_str().unwrap(),
+            ])
             .arg("up")
             .args(["--data", data.to_str().unwrap()])
             .args(["--listen", &addr(gateway)])
@@ -83,6 +90,28 @@ async fn the_caller_service_is_admitted_and_the_other_account_refused() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(admitted.status(), 200);
+
+    // The emulator's signing keys and the votes: not for other local users.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |name: &str| {
+            let path = up.data.join(name);
+            std::fs::metadata(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(""), 0o700, "the data directory");
+        for name in ["idp.db", "vote.sqlite3"] {
+            assert_eq!(mode(name), 0o600, "{name}");
+            for companion in [format!("{name}-wal"), format!("{name}-shm")] {
+                if up.data.join(&companion).exists() {
+                    assert_eq!(mode(&companion), 0o600, "{companion}");
+                }
+            }
+        }
+    }
     let admitted: serde_json::Value = admitted.json().await.unwrap();
     assert_eq!(
         admitted["caller"], "vote-caller@demo-project.iam.gserviceaccount.com",
