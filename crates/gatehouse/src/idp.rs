@@ -21,6 +21,12 @@ pub struct IdpArgs {
     /// The URL clients reach the emulator at (default: http://LISTEN).
     #[arg(long)]
     issuer: Option<String>,
+    /// Another name clients reach the emulator by (a name, or `.domain` for it and its
+    /// subdomains; repeatable). Any IP address, `localhost`, Google's names and the
+    /// --issuer URL's host are always answered; other names get 403, so that no web page
+    /// can reach the emulator through DNS rebinding.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
     /// The project the emulator pretends to be.
     #[arg(long, default_value = "demo-project")]
     project: String,
@@ -89,6 +95,7 @@ pub async fn run(args: IdpArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
     let mut config = IdpConfig::new(&base_url, &args.project);
+    config.allowed_hosts = args.allowed_hosts.clone();
     config.key_max_age = args.key_max_age.max(1);
     config.key_rotation = args.key_rotation.max(config.key_max_age + 120);
     let store = match &args.database {

@@ -26,6 +26,11 @@ pub struct IdpConfig {
     pub seed_demo_users: bool,
     /// The default web client's id (accepts loopback redirect URIs on any port).
     pub default_client_id: String,
+    /// Names the emulator answers to besides any IP address, `localhost`, Google's names and
+    /// the base URL's host (a name, or `.domain` for it and its subdomains); see [`hosts`].
+    ///
+    /// [`hosts`]: crate::hosts
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The default web client's id, stable so other parts and docs can name it.
@@ -48,6 +53,7 @@ impl IdpConfig {
             token_lifetime: 3600,
             seed_demo_users: true,
             default_client_id: DEFAULT_WEB_CLIENT_ID.into(),
+            allowed_hosts: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! the routers. Paths mirror Google's so that clients change only a host.
 
 use crate::accounts::{self, NewAccount};
+use crate::hosts::AllowedHosts;
 use crate::keys::RingName;
 use crate::metadata::{self, MetadataError, MetadataRequest};
 use crate::oauth::{self, AuthFailure, ClientAuth, OAuthError, Params};
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use base64::Engine as _;
 use serde_json::{Value as Json, json};
+use std::sync::Arc;
 
 /// Largest request body any endpoint reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -102,6 +104,35 @@ fn redirect(status: StatusCode, url: &str) -> Response {
 /// service account.
 pub fn app(state: IdpState) -> Router {
     let default_sa = state.config().default_service_account.clone();
+    let hosts = Arc::new(AllowedHosts::new(
+        &state.config().base_url,
+        &state.config().allowed_hosts,
+    ));
+    // The emulator's own API and the IAM key API make keys, clients, users and tokens: no
+    // other site's page may call them (they read JSON whatever the Content-Type, and a
+    // `text/plain` POST is sent cross-site without a preflight).
+    let admin = Router::new()
+        .route(
+            "/v1/projects/{project}/serviceAccounts/{email}/keys",
+            post(create_sa_key),
+        )
+        .route(
+            "/emulator/v1/clients",
+            get(list_clients).post(register_client),
+        )
+        .route(
+            "/emulator/v1/accounts",
+            get(list_accounts).post(add_account),
+        )
+        .route("/emulator/v1/keys", get(list_keys))
+        .route("/emulator/v1/keys:rotate", post(rotate_keys))
+        .route("/emulator/v1/accounts/token", post(account_token))
+        // The name `gatehouse-client` uses for the same thing.
+        .route("/emulator/v1/users/token", post(account_token))
+        .route_layer(middleware::from_fn_with_state(
+            hosts.clone(),
+            same_site_only,
+        ));
     let toolkit = Router::new()
         .route(
             "/identitytoolkit.googleapis.com/v1/{*rest}",
@@ -132,39 +163,74 @@ pub fn app(state: IdpState) -> Router {
         .route("/oauth2/v3/tokeninfo", get(tokeninfo).post(tokeninfo))
         .route("/tokeninfo", get(tokeninfo).post(tokeninfo))
         .route("/oauth2/v3/userinfo", get(userinfo).post(userinfo))
-        .route(
-            "/v1/projects/{project}/serviceAccounts/{email}/keys",
-            post(create_sa_key),
-        )
-        .route(
-            "/emulator/v1/clients",
-            get(list_clients).post(register_client),
-        )
-        .route(
-            "/emulator/v1/accounts",
-            get(list_accounts).post(add_account),
-        )
-        .route("/emulator/v1/keys", get(list_keys))
-        .route("/emulator/v1/keys:rotate", post(rotate_keys))
-        .route("/emulator/v1/accounts/token", post(account_token))
-        // The name `gatehouse-client` uses for the same thing.
-        .route("/emulator/v1/users/token", post(account_token))
         .route("/avatar/{file}", get(avatar))
+        .merge(admin)
         .merge(toolkit)
         .with_state(state.clone());
     main.merge(metadata_routes(state, default_sa))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(hosts, known_host_only))
 }
 
 /// A metadata server alone, speaking for service account `email` (one per
 /// `--metadata ADDR=EMAIL`).
 pub fn metadata_app(state: IdpState, email: String) -> Router {
+    let hosts = Arc::new(AllowedHosts::new(
+        &state.config().base_url,
+        &state.config().allowed_hosts,
+    ));
     Router::new()
         .route("/", get(metadata_ping))
         .merge(metadata_routes(state, email))
         // Every answer of a metadata server carries the flavor header, 404s included.
         .fallback(|| async { meta_text(StatusCode::NOT_FOUND, "Not Found\n".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(hosts, known_host_only))
+}
+
+/// 403 for a request naming a host this emulator does not answer to (DNS rebinding; see
+/// [`crate::hosts`]). A request without `Host` (HTTP/1.0) comes from no browser.
+async fn known_host_only(
+    State(hosts): State<Arc<AllowedHosts>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or(""))
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    match host {
+        Some(host) if !hosts.allows_host_header(host) => refused_site(
+            "this emulator does not answer to that host name (DNS rebinding protection); \
+             add it with --allowed-host",
+        ),
+        _ => next.run(request).await,
+    }
+}
+
+/// 403 for a browser request from a page of another site (CSRF); clients that are not
+/// browsers send no `Origin`.
+async fn same_site_only(
+    State(hosts): State<Arc<AllowedHosts>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let cross_site = request
+        .headers()
+        .get(header::ORIGIN)
+        .is_some_and(|o| !o.to_str().is_ok_and(|o| hosts.allows_origin(o)));
+    if cross_site {
+        return refused_site("the emulator's own API is not for other sites' pages");
+    }
+    next.run(request).await
+}
+
+fn refused_site(why: &str) -> Response {
+    json_response(
+        StatusCode::FORBIDDEN,
+        &json!({"error": "access_denied", "error_description": why}),
+    )
 }
 
 #[derive(Clone)]
@@ -791,6 +857,16 @@ async fn upsert_account(
             format!("Malformed account: {e}"),
         ))
     })?;
+    if req
+        .nonce
+        .as_ref()
+        .is_some_and(|n| n.len() > oauth::MAX_NONCE)
+    {
+        return Err(oauth_error(&OAuthError::new(
+            "invalid_request",
+            "nonce is too long",
+        )));
+    }
     let new = NewAccount {
         email: req.email.clone(),
         name: req.name.clone(),

@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod hosts;
 pub mod http;
 pub mod keys;
 pub mod metadata;

@@ -24,6 +24,10 @@ pub const CODE_LIFETIME: i64 = 300;
 /// Large enough for a 16 KiB token (the verifier's own cap).
 pub const MAX_PARAM: usize = 16 * 1024 + 512;
 pub const MAX_PARAMS: usize = 32;
+/// The longest `nonce` accepted: it is copied into the ID token, which must stay within what
+/// verifiers take (gatehouse-verify's 16 KiB among them). Nonces are a hash or a random
+/// string, tens of characters.
+pub const MAX_NONCE: usize = 1024;
 
 /// An error answer of the token endpoint: `{"error", "error_description"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,7 +299,7 @@ pub async fn ensure_default_client(state: &IdpState, now: i64) -> Result<(), Idp
 }
 
 /// A client registration request (the emulator's own API, `POST /emulator/v1/clients`).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Clone, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientRequest {
     pub client_id: Option<String>,
@@ -306,6 +310,22 @@ pub struct ClientRequest {
     pub redirect_uris: Vec<String>,
     pub extension_id: Option<String>,
     pub name: Option<String>,
+}
+
+impl std::fmt::Debug for ClientRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRequest")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<hidden>"),
+            )
+            .field("kind", &self.kind)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("extension_id", &self.extension_id)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// Registers a client. Errors are `invalid_request`; an existing id is refused.
@@ -799,6 +819,11 @@ pub async fn check_auth_request(state: &IdpState, p: &Params) -> Result<AuthRequ
     if rt.id_token && nonce.is_none() {
         return Err(fail("invalid_request", "Missing required parameter: nonce"));
     }
+    if nonce.as_ref().is_some_and(|n| n.len() > MAX_NONCE) {
+        return Err(fail("invalid_request", "nonce is too long"));
+    }
+    // RFC 7636 as Google implements it: S256, or `plain` (also when no method is named).
+    // A plain challenge is stored as its S256 form, so the exchange checks both alike.
     let code_challenge = match (p.get("code_challenge"), p.get("code_challenge_method")) {
         (None, None) => None,
         (Some(c), Some("S256"))
@@ -814,10 +839,19 @@ pub async fn check_auth_request(state: &IdpState, p: &Params) -> Result<AuthRequ
                 "code_challenge must be a base64url SHA-256",
             ));
         }
+        (Some(c), None | Some("plain")) if is_code_verifier(c) => {
+            Some(b64url(&sha256(c.as_bytes())))
+        }
+        (Some(_), None | Some("plain")) => {
+            return Err(fail(
+                "invalid_request",
+                "a plain code_challenge must be 43-128 characters of A-Z a-z 0-9 - . _ ~",
+            ));
+        }
         _ => {
             return Err(fail(
                 "invalid_request",
-                "code_challenge_method must be S256 (with a code_challenge)",
+                "code_challenge_method must be S256 or plain (with a code_challenge)",
             ));
         }
     };
@@ -873,6 +907,7 @@ pub async fn complete(
     if let Some(s) = &req.state {
         out.push(("state", s.clone()));
     }
+    let mut issued_code = None;
     if req.response_type.code {
         let code = format!("4/{}", random_token(32));
         statements.push(Statement::new(
@@ -889,7 +924,8 @@ pub async fn complete(
                 (now + CODE_LIFETIME).into(),
             ],
         ));
-        out.push(("code", code));
+        out.push(("code", code.clone()));
+        issued_code = Some(code);
     }
     let mut access = None;
     if req.response_type.token {
@@ -907,7 +943,7 @@ pub async fn complete(
         access = Some(token);
     }
     if req.response_type.id_token {
-        let claims = user_id_token_claims(
+        let mut claims = user_id_token_claims(
             account,
             &req.client_id,
             ScopeFlags::from_scope(&req.scope),
@@ -916,6 +952,11 @@ pub async fn complete(
             now,
             lifetime,
         );
+        if let Some(code) = &issued_code {
+            // OIDC Core 3.3.2.11: the hybrid flow's ID token binds the code beside it, so a
+            // code swapped in the front channel is caught by the client.
+            claims.insert("c_hash".into(), json!(at_hash(code)));
+        }
         out.push(("id_token", state.sign(RingName::Google, &claims)?));
     }
     out.push(("scope", req.scope.clone()));
@@ -982,7 +1023,6 @@ async fn authenticate_client(
     state: &IdpState,
     client_id: Option<&str>,
     secret: Option<&str>,
-    pkce: bool,
 ) -> Result<Client, OAuthError> {
     let Some(client_id) = client_id else {
         return Err(OAuthError::new(
@@ -999,7 +1039,9 @@ async fn authenticate_client(
     match (&c.client_secret, secret) {
         (Some(expected), Some(given)) if ct_eq(expected.as_bytes(), given.as_bytes()) => Ok(c),
         (Some(_), Some(_)) => Err(OAuthError::new("invalid_client", "Unauthorized")),
-        (Some(_), None) if !pkce => Err(OAuthError::new(
+        // As Google: a client that has a secret must send it, with PKCE too and for a
+        // refresh, or its codes and refresh tokens would be bearer tokens for anyone.
+        (Some(_), None) => Err(OAuthError::new(
             "invalid_client",
             "client_secret is missing.",
         )),
@@ -1033,11 +1075,17 @@ pub async fn token(
     }
 }
 
-fn pkce_ok(verifier: &str, challenge: &str) -> bool {
-    (43..=128).contains(&verifier.len())
-        && verifier
+/// RFC 7636's `code-verifier` (and a plain challenge): 43-128 unreserved characters.
+fn is_code_verifier(text: &str) -> bool {
+    (43..=128).contains(&text.len())
+        && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// `challenge` is the S256 form (a plain challenge was stored as its hash).
+fn pkce_ok(verifier: &str, challenge: &str) -> bool {
+    is_code_verifier(verifier)
         && ct_eq(
             b64url(&sha256(verifier.as_bytes())).as_bytes(),
             challenge.as_bytes(),
@@ -1092,7 +1140,7 @@ async fn exchange_code(
             "code_verifier without code_challenge",
         ));
     }
-    let client = authenticate_client(state, client_id, secret, challenge.is_some()).await?;
+    let client = authenticate_client(state, client_id, secret).await?;
     if client.client_id != code_client {
         return Err(OAuthError::new("invalid_grant", "Bad Request"));
     }
@@ -1196,8 +1244,8 @@ async fn refresh(
             "Token has been expired or revoked.",
         ));
     }
-    // A refresh token issued to a public (PKCE) client is refreshed without a secret.
-    let client = authenticate_client(state, client_id, secret, true).await?;
+    // A public client (no secret) refreshes with its id alone; any other sends its secret.
+    let client = authenticate_client(state, client_id, secret).await?;
     if client.client_id != audience {
         return Err(OAuthError::new("invalid_grant", "Bad Request"));
     }
@@ -1232,19 +1280,20 @@ async fn refresh(
     Ok(body)
 }
 
-/// Discovery: Google's field set with this emulator's endpoints.
+/// Discovery: Google's field set with this emulator's endpoints, listing only what they do
+/// (Google's also names the device flow and the response type `none`, which are not here: a
+/// client choosing from this document must not pick what would then be refused).
 pub fn discovery(base: &str) -> Json {
     json!({
         "issuer": GOOGLE_ISSUER,
         "authorization_endpoint": format!("{base}/o/oauth2/v2/auth"),
-        "device_authorization_endpoint": format!("{base}/device/code"),
         "token_endpoint": format!("{base}/token"),
         "userinfo_endpoint": format!("{base}/v1/userinfo"),
         "revocation_endpoint": format!("{base}/revoke"),
         "jwks_uri": format!("{base}/oauth2/v3/certs"),
         "response_types_supported": [
             "code", "token", "id_token", "code token", "code id_token",
-            "token id_token", "code token id_token", "none"
+            "token id_token", "code token id_token"
         ],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -1256,8 +1305,7 @@ pub fn discovery(base: &str) -> Json {
         ],
         "code_challenge_methods_supported": ["plain", "S256"],
         "grant_types_supported": [
-            "authorization_code", "refresh_token",
-            "urn:ietf:params:oauth:grant-type:device_code", JWT_BEARER
+            "authorization_code", "refresh_token", JWT_BEARER
         ],
     })
 }

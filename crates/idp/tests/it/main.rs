@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod garbage;
+mod hardening;
 mod keys;
 mod metadata;
 mod signin;

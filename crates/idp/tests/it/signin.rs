@@ -7,7 +7,7 @@ use serde_json::json;
 pub const CLIENT: &str = "gatehouse-web.apps.googleusercontent.com";
 pub const CB: &str = "http://127.0.0.1:5555/callback";
 
-fn auth_query(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn auth_query(pairs: &[(&str, &str)]) -> String {
     format!(
         "/o/oauth2/v2/auth?{}",
         serde_urlencoded::to_string(pairs).unwrap()
@@ -45,12 +45,12 @@ async fn post_chooser(h: &Harness, cookie: Option<&str>, form: &[(&str, &str)]) 
     .await
 }
 
-fn fragment_params(location: &str) -> std::collections::HashMap<String, String> {
+pub(crate) fn fragment_params(location: &str) -> std::collections::HashMap<String, String> {
     let (_, frag) = location.split_once('#').unwrap();
     serde_urlencoded::from_str(frag).unwrap()
 }
 
-fn query_params(location: &str) -> std::collections::HashMap<String, String> {
+pub(crate) fn query_params(location: &str) -> std::collections::HashMap<String, String> {
     let (_, q) = location.split_once('?').unwrap();
     serde_urlencoded::from_str(q).unwrap()
 }
