@@ -137,7 +137,7 @@ def test_assertion_verifies_with_google_auth_verify_token(start, echo, issuer):
     assert r.status_code == 200, r.text
     seen = r.json()["headers"]
     assert seen["x-goog-authenticated-user-email"] == "accounts.google.com:alice@example.com"
-    assert seen["x-goog-authenticated-user-id"] == "accounts.google.com:uid-alice@example.com"
+    assert seen["x-goog-authenticated-user-id"] == "issuer.interop.test:uid-alice@example.com"
     assert seen["authorization"].endswith(".SIGNATURE_REMOVED_BY_GOOGLE")
 
     assertion = seen["x-goog-iap-jwt-assertion"]
@@ -149,7 +149,7 @@ def test_assertion_verifies_with_google_auth_verify_token(start, echo, issuer):
     )
     assert claims["iss"] == "https://cloud.google.com/iap"
     assert claims["email"] == "alice@example.com"
-    assert claims["sub"] == "uid-alice@example.com"
+    assert claims["sub"] == seen["x-goog-authenticated-user-id"] == "issuer.interop.test:uid-alice@example.com"
     assert claims["exp"] - claims["iat"] == 600
     # Signed for this audience only.
     with pytest.raises(Exception):

@@ -121,10 +121,11 @@ impl AssertionSigner {
             }
         }
         let exp = now + self.lifetime;
+        let user_id = user_id(identity);
         let mut claims = json!({
             "iss": self.issuer,
             "aud": &**audience,
-            "sub": identity.subject(),
+            "sub": user_id,
             "iat": now,
             "exp": exp,
         });
@@ -149,10 +150,7 @@ impl AssertionSigner {
         };
         let headers = IdentityHeaders {
             email: email_header,
-            user_id: header_value(
-                format!("{ACCOUNTS_PREFIX}{}", identity.subject()),
-                "subject",
-            )?,
+            user_id: header_value(user_id, "subject")?,
             assertion,
             exp,
         };
@@ -174,11 +172,27 @@ impl AssertionSigner {
 pub(crate) struct IdentityHeaders {
     /// `accounts.google.com:EMAIL`, when the caller has an email.
     pub email: Option<HeaderValue>,
-    /// `accounts.google.com:SUB`.
+    /// `accounts.google.com:SUB`, or the issuer's own namespace (see [`user_id`]).
     pub user_id: HeaderValue,
     /// The IAP-shaped ES256 assertion.
     pub assertion: HeaderValue,
     exp: u64,
+}
+
+/// The caller's id as IAP writes it (`X-Goog-Authenticated-User-Id`, the assertion's `sub`):
+/// `accounts.google.com:SUB` for a Google account, and for any other issuer its name without
+/// the scheme in place of `accounts.google.com` (`securetoken.google.com/PROJECT:UID`, as
+/// IAP names Identity Platform users). A `sub` is unique only within its issuer: were every
+/// issuer's written as Google's, a route trusting two issuers would give an app one id for
+/// two people, one of whom the other issuer may let choose it.
+fn user_id(identity: &Identity) -> String {
+    let issuer = identity.issuer();
+    let namespace = issuer
+        .strip_prefix("https://")
+        .or_else(|| issuer.strip_prefix("http://"))
+        .unwrap_or(issuer)
+        .trim_end_matches('/');
+    format!("{namespace}:{}", identity.subject())
 }
 
 /// A header value from text the gateway built: a claim with a control character in it

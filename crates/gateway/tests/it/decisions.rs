@@ -42,7 +42,7 @@ async fn valid_granted_token_reaches_upstream_with_identity() {
     );
     assert_eq!(
         up.header("x-goog-authenticated-user-id"),
-        Some("accounts.google.com:sub-alice@example.com")
+        Some("issuer.test:sub-alice@example.com")
     );
     assert!(up.header("x-goog-iap-jwt-assertion").is_some());
     // Forwarded as Cloud Run does: signature replaced.
@@ -231,7 +231,7 @@ async fn an_unverified_email_is_never_asserted() {
     assert!(up_h.header("x-goog-authenticated-user-email").is_none());
     assert_eq!(
         up_h.header("x-goog-authenticated-user-id"),
-        Some("accounts.google.com:sub-ceo@example.com")
+        Some("issuer.test:sub-ceo@example.com")
     );
     let assertion = up_h.header("x-goog-iap-jwt-assertion").unwrap();
     let payload = assertion.split('.').nth(1).unwrap();
@@ -243,7 +243,7 @@ async fn an_unverified_email_is_never_asserted() {
     )
     .unwrap();
     assert!(claims.get("email").is_none(), "{claims}");
-    assert_eq!(claims["sub"], "sub-ceo@example.com");
+    assert_eq!(claims["sub"], "issuer.test:sub-ceo@example.com");
     // The real ceo's bucket is not the claimant's to spend.
     let real = issuer.token("ceo@example.com");
     let r = client()
@@ -515,4 +515,56 @@ async fn anonymous_ipv6_callers_are_limited_per_64() {
     assert_eq!(from("2001:db8:1:2::ffff").await.unwrap().status(), 429);
     assert_eq!(from("2001:db8:1:2:aaaa::7").await.unwrap().status(), 429);
     assert_eq!(from("2001:db8:1:3::1").await.unwrap().status(), 200);
+}
+
+/// A `sub` is unique only within its issuer. Two issuers on one route, each with a user whose
+/// `sub` is "7": the app must see two ids, in the header and in the assertion alike.
+#[tokio::test]
+async fn the_same_sub_from_two_issuers_is_two_callers() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    const OTHER: &str = "https://other-issuer.test/tenant";
+    let gw = gateway(&format!(
+        r#"
+[[route]]
+name = "two-issuers"
+upstream = "http://{up}"
+url = "{AUD}"
+issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}, {{ profile = "{OTHER}", jwks = "{jwks}" }}]
+allow = ["allAuthenticatedUsers"]
+"#,
+        jwks = issuer.jwks_url(),
+    ))
+    .await;
+    let mut seen_ids = Vec::new();
+    for iss in [ISSUER, OTHER] {
+        let token = issuer.token_with("alice@example.com", json!({"iss": iss, "sub": "7"}));
+        let seen = send(client().get(gw.url("/")).bearer_auth(&token)).await;
+        assert_eq!(seen.status, 200, "{iss}: {:?}", seen.body);
+        let up_h = upstream_headers(&seen);
+        let id = up_h
+            .header("x-goog-authenticated-user-id")
+            .unwrap()
+            .to_owned();
+        let assertion = up_h.header("x-goog-iap-jwt-assertion").unwrap();
+        let payload = assertion.split('.').nth(1).unwrap();
+        use base64::Engine as _;
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            claims["sub"],
+            id.as_str(),
+            "the assertion names the same id"
+        );
+        seen_ids.push(id);
+    }
+    assert_eq!(
+        seen_ids,
+        ["issuer.test:7", "other-issuer.test/tenant:7"],
+        "one id per issuer"
+    );
 }

@@ -197,7 +197,7 @@ impl Harness {
                         value_text == format!("accounts.google.com:{EMAIL}")
                     }
                     "x-goog-authenticated-user-id" => {
-                        value_text == format!("accounts.google.com:sub-{EMAIL}")
+                        value_text == format!("issuer.test:sub-{EMAIL}")
                     }
                     // The gateway's own signed assertion, never one the client sent.
                     "x-goog-iap-jwt-assertion" => {
