@@ -418,6 +418,14 @@ fn insert_user(u: &FbUser) -> Statement {
     )
 }
 
+/// Deletes every Firebase refresh token of a user.
+fn revoke_refresh_tokens(project: &str, uid: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM idp_refresh_tokens WHERE kind = 'firebase' AND audience = $1 AND subject = $2",
+        vec![project.into(), uid.into()],
+    )
+}
+
 fn login_statement(u: &FbUser, now: i64) -> Statement {
     Statement::new(
         "UPDATE idp_fb_users SET last_login_at = $1 WHERE project = $2 AND uid = $3",
@@ -745,7 +753,8 @@ async fn target_user(
         let user = user_by_uid(state, project, identity.subject())
             .await?
             .ok_or_else(|| ToolkitError::new("USER_NOT_FOUND"))?;
-        // Tokens from before a password change or revocation no longer count.
+        // Tokens from before a password or email change no longer count (validSince); the
+        // same second still does, so the token the change itself returned works.
         let iat = identity.claims().issued_at().unwrap_or(0);
         if i64::try_from(iat).unwrap_or(0) < user.valid_since {
             return Err(ToolkitError::new("TOKEN_EXPIRED"));
@@ -876,6 +885,12 @@ pub async fn update(
         sets.push(("password_updated_at", now.into()));
         credentials_changed = true;
     }
+    if credentials_changed {
+        // Firebase's validSince: ID tokens issued before this second and every refresh token
+        // issued so far stop working, so a stolen session does not outlive the change.
+        user.valid_since = now;
+        sets.push(("valid_since", now.into()));
+    }
     let mut statements = Vec::new();
     if !sets.is_empty() {
         let mut sql = String::from("UPDATE idp_fb_users SET ");
@@ -892,6 +907,10 @@ pub async fn update(
         params.push(project.into());
         params.push(user.uid.clone().into());
         statements.push(Statement::new(sql, params));
+    }
+    if credentials_changed {
+        // Before the insert of the token this answer returns, which must survive.
+        statements.push(revoke_refresh_tokens(project, &user.uid));
     }
     let mut out = user.to_json();
     out["kind"] = json!("identitytoolkit#SetAccountInfoResponse");
@@ -925,10 +944,7 @@ pub async fn delete(
     commit(
         state,
         &[
-            Statement::new(
-                "DELETE FROM idp_refresh_tokens WHERE kind = 'firebase' AND audience = $1 AND subject = $2",
-                vec![project.into(), user.uid.clone().into()],
-            ),
+            revoke_refresh_tokens(project, &user.uid),
             Statement::new(
                 "DELETE FROM idp_fb_users WHERE project = $1 AND uid = $2",
                 vec![project.into(), user.uid.clone().into()],
@@ -976,7 +992,7 @@ pub async fn refresh(
     let row = state
         .store()
         .fetch_optional(
-            "SELECT audience, subject, scope, auth_time, revoked FROM idp_refresh_tokens WHERE token_hash = $1 AND kind = 'firebase'",
+            "SELECT audience, subject, scope, auth_time, revoked, created_at FROM idp_refresh_tokens WHERE token_hash = $1 AND kind = 'firebase'",
             &[secret_hash(token).into()],
         )
         .await?;
@@ -990,9 +1006,15 @@ pub async fn refresh(
     let uid = row.text(1).map_err(IdpError::from)?;
     let provider = row.text(2).map_err(IdpError::from)?;
     let auth_time = row.int(3).map_err(IdpError::from)?;
+    let created_at = row.int(5).map_err(IdpError::from)?;
     let user = user_by_uid(state, project, &uid)
         .await?
         .ok_or_else(|| ToolkitError::new("USER_NOT_FOUND"))?;
+    // Issued before the user's validSince (a credential change): dead, as in Firebase. The
+    // same second still counts, so the token the change itself returned works.
+    if created_at < user.valid_since {
+        return Err(ToolkitError::new("TOKEN_EXPIRED"));
+    }
     let lifetime = state.config().token_lifetime;
     let id_token = state.sign(
         RingName::SecureToken,

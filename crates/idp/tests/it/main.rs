@@ -10,6 +10,7 @@ mod signin;
 mod storage;
 mod token;
 mod toolkit;
+mod toolkit_security;
 
 use axum::Router;
 use axum::body::Body;

@@ -1,0 +1,194 @@
+//! The Identity Toolkit's security properties: revocation on credential changes (validSince),
+//! account pre-hijacking, bounded password hashing, admin calls from web pages, PostgreSQL
+//! updates, and audience checks.
+
+use crate::*;
+use axum::body::Body;
+use serde_json::json;
+
+const TK: &str = "/identitytoolkit.googleapis.com/v1";
+
+async fn call(h: &Harness, action: &str, body: &Value) -> Reply {
+    h.post_json(&format!("{TK}/accounts:{action}?key=fake"), body)
+        .await
+}
+
+async fn admin(h: &Harness, action: &str, body: &Value) -> Reply {
+    h.send(
+        Request::post(format!("{TK}/projects/demo-project/accounts:{action}"))
+            .header("authorization", "Bearer owner")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
+async fn refresh(h: &Harness, token: &Value) -> Reply {
+    h.post_form(
+        "/securetoken.googleapis.com/v1/token?key=fake",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token.as_str().unwrap()),
+        ],
+    )
+    .await
+}
+
+fn message(r: &Reply) -> String {
+    r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+async fn refresh_tokens_of(h: &Harness, uid: &str) -> i64 {
+    h.state
+        .store()
+        .fetch_optional(
+            "SELECT COUNT(*) FROM idp_refresh_tokens WHERE kind = 'firebase' AND subject = $1",
+            &[uid.into()],
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .int(0)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn password_and_email_changes_revoke_earlier_sessions() {
+    let h = harness().await;
+    let up = call(
+        &h,
+        "signUp",
+        &json!({"email": "vic@example.com", "password": "first-pw", "returnSecureToken": true}),
+    )
+    .await
+    .json();
+    let uid = up["localId"].as_str().unwrap().to_owned();
+    // The thief's copy of the session, from before the change.
+    let stolen = call(
+        &h,
+        "signInWithPassword",
+        &json!({"email": "vic@example.com", "password": "first-pw", "returnSecureToken": true}),
+    )
+    .await
+    .json();
+    assert_eq!(refresh_tokens_of(&h, &uid).await, 2);
+
+    h.clock.advance(10);
+    let r = call(
+        &h,
+        "update",
+        &json!({"idToken": up["idToken"], "password": "second-pw", "returnSecureToken": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let changed = r.json();
+    assert_eq!(changed["validSince"], (T0 + 10).to_string());
+    // Only the token the change returned is left.
+    assert_eq!(refresh_tokens_of(&h, &uid).await, 1);
+    for t in [&up["refreshToken"], &stolen["refreshToken"]] {
+        let r = refresh(&h, t).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(message(&r), "INVALID_REFRESH_TOKEN");
+    }
+    for t in [&up["idToken"], &stolen["idToken"]] {
+        let r = call(&h, "lookup", &json!({"idToken": t})).await;
+        assert_eq!(message(&r), "TOKEN_EXPIRED", "{}", r.text());
+    }
+    // Minted in the second of the change: still good.
+    let r = call(&h, "lookup", &json!({"idToken": changed["idToken"]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = refresh(&h, &changed["refreshToken"]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // An email change does the same.
+    h.clock.advance(10);
+    let r = call(
+        &h,
+        "update",
+        &json!({"idToken": changed["idToken"], "email": "vic2@example.com", "returnSecureToken": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let moved = r.json();
+    assert_eq!(
+        message(&refresh(&h, &changed["refreshToken"]).await),
+        "INVALID_REFRESH_TOKEN"
+    );
+    let r = call(&h, "lookup", &json!({"idToken": changed["idToken"]})).await;
+    assert_eq!(message(&r), "TOKEN_EXPIRED");
+    assert_eq!(refresh(&h, &moved["refreshToken"]).await.status, 200);
+
+    // So does an Admin SDK password reset (no token returned).
+    h.clock.advance(10);
+    let r = admin(
+        &h,
+        "update",
+        &json!({"localId": uid, "password": "third-pw"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(refresh_tokens_of(&h, &uid).await, 0);
+    let r = call(&h, "lookup", &json!({"idToken": moved["idToken"]})).await;
+    assert_eq!(message(&r), "TOKEN_EXPIRED");
+
+    // A display-name change revokes nothing.
+    let s = call(
+        &h,
+        "signInWithPassword",
+        &json!({"email": "vic2@example.com", "password": "third-pw", "returnSecureToken": true}),
+    )
+    .await
+    .json();
+    h.clock.advance(10);
+    let r = call(
+        &h,
+        "update",
+        &json!({"idToken": s["idToken"], "displayName": "Vic"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(refresh(&h, &s["refreshToken"]).await.status, 200);
+    let r = call(&h, "lookup", &json!({"idToken": s["idToken"]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn refresh_token_older_than_valid_since_is_expired() {
+    let h = harness().await;
+    let up = call(
+        &h,
+        "signUp",
+        &json!({"email": "rt@example.com", "password": "secret-pw", "returnSecureToken": true}),
+    )
+    .await
+    .json();
+    let uid = up["localId"].as_str().unwrap().to_owned();
+    h.clock.advance(5);
+    let now = i64::try_from(h.now()).unwrap();
+    // A revocation that left the rows in place (another replica's change, say).
+    h.state
+        .store()
+        .execute(
+            "UPDATE idp_fb_users SET valid_since = $1 WHERE uid = $2",
+            &[now.into(), uid.as_str().into()],
+        )
+        .await
+        .unwrap();
+    let r = refresh(&h, &up["refreshToken"]).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(message(&r), "TOKEN_EXPIRED");
+    // Issued in the very second of validSince: still good.
+    let s = call(
+        &h,
+        "signInWithPassword",
+        &json!({"email": "rt@example.com", "password": "secret-pw", "returnSecureToken": true}),
+    )
+    .await
+    .json();
+    let r = refresh(&h, &s["refreshToken"]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
