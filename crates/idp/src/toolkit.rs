@@ -646,8 +646,7 @@ pub async fn sign_in_with_idp(
                 Some(mut u) if g_verified => {
                     u.google_sub = Some(sub.clone());
                     u.google_email = g_email.clone();
-                    u.email_verified = true;
-                    let s = vec![Statement::new(
+                    let mut s = vec![Statement::new(
                         "UPDATE idp_fb_users SET google_sub = $1, google_email = $2, email_verified = 1, last_login_at = $3 WHERE project = $4 AND uid = $5",
                         vec![
                             sub.clone().into(),
@@ -657,6 +656,20 @@ pub async fn sign_in_with_idp(
                             u.uid.clone().into(),
                         ],
                     )];
+                    if !u.email_verified {
+                        // Nobody proved they own this email when the password was set: it
+                        // may be an attacker's, set up in advance (account pre-hijacking).
+                        // Firebase unlinks it, and ends the sessions it opened.
+                        u.password_hash = None;
+                        u.password_updated_at = None;
+                        u.valid_since = now;
+                        s.push(Statement::new(
+                            "UPDATE idp_fb_users SET password_hash = NULL, password_updated_at = NULL, valid_since = $1 WHERE project = $2 AND uid = $3",
+                            vec![now.into(), project.into(), u.uid.clone().into()],
+                        ));
+                        s.push(revoke_refresh_tokens(project, &u.uid));
+                    }
+                    u.email_verified = true;
                     (u, false, s)
                 }
                 Some(_) => return Err(ToolkitError::new("FEDERATED_USER_ID_ALREADY_LINKED")),

@@ -192,3 +192,92 @@ async fn refresh_token_older_than_valid_since_is_expired() {
     let r = refresh(&h, &s["refreshToken"]).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+async fn google_token(h: &Harness, body: &Value) -> String {
+    let r = h.post_json("/emulator/v1/accounts/token", body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["id_token"].as_str().unwrap().to_owned()
+}
+
+fn idp_body(google: &str) -> Value {
+    json!({
+        "postBody": format!("id_token={google}&providerId=google.com"),
+        "requestUri": "http://localhost",
+        "returnSecureToken": true,
+    })
+}
+
+#[tokio::test]
+async fn google_sign_in_unlinks_an_unverified_password() {
+    let h = harness().await;
+    // The attacker registers the victim's email first.
+    let planted = call(
+        &h,
+        "signUp",
+        &json!({"email": "victim@example.com", "password": "attacker-pw", "returnSecureToken": true}),
+    )
+    .await
+    .json();
+    let uid = planted["localId"].as_str().unwrap().to_owned();
+    h.clock.advance(10);
+    let google = google_token(&h, &json!({"email": "victim@example.com"})).await;
+    let r = call(&h, "signInWithIdp", &idp_body(&google)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let victim = r.json();
+    assert_eq!(victim["localId"], uid.as_str());
+    assert_eq!(victim["isNewUser"], false);
+    assert_eq!(victim["emailVerified"], true);
+
+    let r = call(
+        &h,
+        "signInWithPassword",
+        &json!({"email": "victim@example.com", "password": "attacker-pw", "returnSecureToken": true}),
+    )
+    .await;
+    assert_eq!(message(&r), "INVALID_PASSWORD", "{}", r.text());
+    let r = refresh(&h, &planted["refreshToken"]).await;
+    assert_eq!(message(&r), "INVALID_REFRESH_TOKEN", "{}", r.text());
+    let r = call(&h, "lookup", &json!({"idToken": planted["idToken"]})).await;
+    assert_eq!(message(&r), "TOKEN_EXPIRED", "{}", r.text());
+    let user = call(&h, "lookup", &json!({"idToken": victim["idToken"]}))
+        .await
+        .json()["users"][0]
+        .clone();
+    assert!(user.get("passwordHash").is_none(), "{user}");
+    assert!(user.get("passwordUpdatedAt").is_none(), "{user}");
+    assert_eq!(user["providerUserInfo"].as_array().unwrap().len(), 1);
+    assert_eq!(user["providerUserInfo"][0]["providerId"], "google.com");
+    assert_eq!(refresh(&h, &victim["refreshToken"]).await.status, 200);
+}
+
+#[tokio::test]
+async fn google_sign_in_keeps_a_verified_password() {
+    let h = harness().await;
+    let up = call(
+        &h,
+        "signUp",
+        &json!({"email": "owner@example.com", "password": "owner-pw1", "returnSecureToken": true}),
+    )
+    .await
+    .json();
+    let uid = up["localId"].as_str().unwrap().to_owned();
+    let r = admin(
+        &h,
+        "update",
+        &json!({"localId": uid, "emailVerified": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let google = google_token(&h, &json!({"email": "owner@example.com"})).await;
+    let r = call(&h, "signInWithIdp", &idp_body(&google)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["localId"], uid.as_str());
+    let r = call(
+        &h,
+        "signInWithPassword",
+        &json!({"email": "owner@example.com", "password": "owner-pw1", "returnSecureToken": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(refresh(&h, &up["refreshToken"]).await.status, 200);
+}
