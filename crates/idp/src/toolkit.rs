@@ -12,6 +12,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use gatehouse_store::{Row, Statement, Value};
 use gatehouse_verify::{IssuerProfile, KeySource, Verifier};
 use serde_json::{Map, Value as Json, json};
+use std::collections::BTreeMap;
 
 pub const MAX_PASSWORD: usize = 4096;
 pub const MIN_PASSWORD: usize = 6;
@@ -835,29 +836,32 @@ pub async fn update(
     now: i64,
 ) -> Result<Json, ToolkitError> {
     let mut user = target_user(state, project, body, caller, now).await?;
-    let mut sets: Vec<(&str, Value)> = Vec::new();
+    // Keyed by column, the last value winning: the body can name one column twice
+    // (`email` with `emailVerified`, `displayName` with `deleteAttribute`), and PostgreSQL
+    // refuses an UPDATE that assigns a column twice.
+    let mut sets: BTreeMap<&str, Value> = BTreeMap::new();
     let mut credentials_changed = false;
     if let Some(n) = body.get("displayName").and_then(Json::as_str) {
         check_display_name(Some(n))?;
         user.display_name = Some(n.to_owned()).filter(|n| !n.is_empty());
-        sets.push(("display_name", user.display_name.clone().into()));
+        sets.insert("display_name", user.display_name.clone().into());
     }
     if let Some(u) = body.get("photoUrl").and_then(Json::as_str) {
         let u = Some(u).filter(|u| !u.is_empty());
         check_photo_url(u)?;
         user.photo_url = u.map(str::to_owned);
-        sets.push(("photo_url", user.photo_url.clone().into()));
+        sets.insert("photo_url", user.photo_url.clone().into());
     }
     if let Some(attrs) = body.get("deleteAttribute").and_then(Json::as_array) {
         for a in attrs.iter().take(8) {
             match a.as_str() {
                 Some("DISPLAY_NAME") => {
                     user.display_name = None;
-                    sets.push(("display_name", Value::Null));
+                    sets.insert("display_name", Value::Null);
                 }
                 Some("PHOTO_URL") => {
                     user.photo_url = None;
-                    sets.push(("photo_url", Value::Null));
+                    sets.insert("photo_url", Value::Null);
                 }
                 _ => {
                     return Err(ToolkitError::new(
@@ -875,15 +879,15 @@ pub async fn update(
             }
             user.email = Some(e);
             user.email_verified = false;
-            sets.push(("email", user.email.clone().into()));
-            sets.push(("email_verified", false.into()));
+            sets.insert("email", user.email.clone().into());
+            sets.insert("email_verified", false.into());
             credentials_changed = true;
         }
     }
     if caller == Caller::Admin {
         if let Some(v) = body.get("emailVerified").and_then(Json::as_bool) {
             user.email_verified = v;
-            sets.push(("email_verified", v.into()));
+            sets.insert("email_verified", v.into());
         }
     }
     if let Some(p) = body_str(body, "password") {
@@ -894,15 +898,15 @@ pub async fn update(
         let h = hash_password(p.to_owned()).await?;
         user.password_hash = Some(h.clone());
         user.password_updated_at = Some(now);
-        sets.push(("password_hash", h.into()));
-        sets.push(("password_updated_at", now.into()));
+        sets.insert("password_hash", h.into());
+        sets.insert("password_updated_at", now.into());
         credentials_changed = true;
     }
     if credentials_changed {
         // Firebase's validSince: ID tokens issued before this second and every refresh token
         // issued so far stop working, so a stolen session does not outlive the change.
         user.valid_since = now;
-        sets.push(("valid_since", now.into()));
+        sets.insert("valid_since", now.into());
     }
     let mut statements = Vec::new();
     if !sets.is_empty() {

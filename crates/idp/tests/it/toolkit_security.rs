@@ -4,6 +4,7 @@
 
 use crate::*;
 use axum::body::Body;
+use gatehouse_verify::FixedClock;
 use serde_json::json;
 
 const TK: &str = "/identitytoolkit.googleapis.com/v1";
@@ -280,4 +281,52 @@ async fn google_sign_in_keeps_a_verified_password() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(refresh(&h, &up["refreshToken"]).await.status, 200);
+}
+
+/// firebase-admin's `updateUser(uid, {email, emailVerified: true})`, and a name set and
+/// deleted in one call: each names one column twice.
+async fn update_naming_a_column_twice(h: &Harness) {
+    let up = call(
+        h,
+        "signUp",
+        &json!({"email": "twice@example.com", "password": "secret-pw", "displayName": "Old", "returnSecureToken": true}),
+    )
+    .await
+    .json();
+    let uid = up["localId"].as_str().unwrap().to_owned();
+    let r = call(
+        h,
+        "update",
+        &json!({"idToken": up["idToken"], "displayName": "New", "deleteAttribute": ["DISPLAY_NAME"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("displayName").is_none(), "{}", r.text());
+    let r = admin(
+        h,
+        "update",
+        &json!({"localId": uid, "email": "twice2@example.com", "emailVerified": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let user = admin(h, "lookup", &json!({"localId": [uid]})).await.json()["users"][0].clone();
+    assert_eq!(user["email"], "twice2@example.com");
+    assert_eq!(user["emailVerified"], true);
+    assert!(user.get("displayName").is_none(), "{user}");
+}
+
+#[tokio::test]
+async fn update_naming_a_column_twice_sqlite() {
+    update_naming_a_column_twice(&harness().await).await;
+}
+
+#[tokio::test]
+async fn update_naming_a_column_twice_postgres() {
+    let Some(db) = gatehouse_testkit::postgres("idp_update_twice").await else {
+        return;
+    };
+    let store = Store::open_url(&db.url).await.unwrap();
+    let h = harness_on(config(), store.clone(), FixedClock::at(T0)).await;
+    update_naming_a_column_twice(&h).await;
+    store.close().await;
 }
