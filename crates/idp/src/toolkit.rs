@@ -548,6 +548,35 @@ pub async fn sign_in_with_password(
     }))
 }
 
+/// Audiences looked up per Google ID token (Google's own tokens name one).
+const MAX_TOKEN_AUDIENCES: usize = 4;
+
+/// The registered clients a Google ID token names as its `aud`. The claims are read before
+/// the signature is checked only to know which clients to look up (one query each, however
+/// many clients exist); the verifier then demands the signature and one of these, so the
+/// unverified text can only narrow what is accepted.
+async fn named_clients(state: &IdpState, token: &str) -> Result<Vec<String>, ToolkitError> {
+    let claims = gatehouse_verify::unverified::danger_decode_unverified(token)
+        .map_err(|e| ToolkitError::new(format!("INVALID_IDP_RESPONSE : {}", e.code())))?
+        .claims;
+    let named: Vec<&str> = match claims.get("aud") {
+        Some(Json::String(a)) => vec![a.as_str()],
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(Json::as_str)
+            .take(MAX_TOKEN_AUDIENCES)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut found = Vec::new();
+    for aud in named {
+        if oauth::client(state, aud).await?.is_some() {
+            found.push(aud.to_owned());
+        }
+    }
+    Ok(found)
+}
+
 /// `accounts:signInWithIdp` for `google.com`: the `postBody` carries an ID token this
 /// emulator signed (from its sign-in page); the Firebase user is found or created by the
 /// Google account's `sub`.
@@ -578,11 +607,10 @@ pub async fn sign_in_with_idp(
     // tokens (`GoogleAuthProvider.credential(null, accessToken)`).
     let (sub, g_email, g_verified, name, picture, raw) =
         if let Some(id_token) = params.get("id_token") {
-            let audiences: Vec<String> = oauth::list_clients(state)
-                .await?
-                .into_iter()
-                .map(|c| c.client_id)
-                .collect();
+            let audiences = named_clients(state, id_token).await?;
+            if audiences.is_empty() {
+                return Err(ToolkitError::new("INVALID_IDP_RESPONSE : wrong_audience"));
+            }
             let verifier = own_verifier(
                 state,
                 RingName::Google,

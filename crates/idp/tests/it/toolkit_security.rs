@@ -330,3 +330,69 @@ async fn update_naming_a_column_twice_postgres() {
     update_naming_a_column_twice(&h).await;
     store.close().await;
 }
+
+#[tokio::test]
+async fn google_sign_in_checks_the_audience_it_names_among_any_number_of_clients() {
+    let h = harness().await;
+    // Older than the default client, so a list of the first 1,000 would leave it out.
+    let statements: Vec<gatehouse_store::Statement> = (0..1000)
+        .map(|i| {
+            gatehouse_store::Statement::new(
+                "INSERT INTO idp_clients (client_id, kind, redirect_uris, name, created_at) VALUES ($1, 'web', '[]', 'filler', 0)",
+                vec![format!("filler-{i}.apps.googleusercontent.com").into()],
+            )
+        })
+        .collect();
+    h.state
+        .store()
+        .transaction(&statements, false)
+        .await
+        .unwrap();
+    let google = google_token(&h, &json!({"email": "late@example.com"})).await;
+    let r = call(&h, "signInWithIdp", &idp_body(&google)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A client that no longer exists is not an audience.
+    let r = h
+        .post_json(
+            "/emulator/v1/clients",
+            &json!({"clientId": "gone.apps.googleusercontent.com", "redirectUris": ["https://app.example/cb"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let google = google_token(
+        &h,
+        &json!({"email": "late@example.com", "audience": "gone.apps.googleusercontent.com"}),
+    )
+    .await;
+    h.state
+        .store()
+        .execute(
+            "DELETE FROM idp_clients WHERE client_id = $1",
+            &["gone.apps.googleusercontent.com".into()],
+        )
+        .await
+        .unwrap();
+    let r = call(&h, "signInWithIdp", &idp_body(&google)).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(message(&r), "INVALID_IDP_RESPONSE : wrong_audience");
+    // Nor is a client the signature does not cover.
+    let mut parts: Vec<String> = google.split('.').map(str::to_owned).collect();
+    parts[1] = base64_url(
+        &json!({"aud": crate::signin::CLIENT, "iss": "https://accounts.google.com", "sub": "1", "exp": T0 + 600, "iat": T0})
+            .to_string(),
+    );
+    let r = call(&h, "signInWithIdp", &idp_body(&parts.join("."))).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        message(&r).starts_with("INVALID_IDP_RESPONSE : "),
+        "{}",
+        r.text()
+    );
+    assert_ne!(message(&r), "INVALID_IDP_RESPONSE : wrong_audience");
+}
+
+fn base64_url(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
