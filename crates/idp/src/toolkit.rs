@@ -13,6 +13,10 @@ use gatehouse_store::{Row, Statement, Value};
 use gatehouse_verify::{IssuerProfile, KeySource, Verifier};
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::Semaphore;
 
 pub const MAX_PASSWORD: usize = 4096;
 pub const MIN_PASSWORD: usize = 6;
@@ -252,8 +256,59 @@ fn new_uid() -> String {
     uid
 }
 
-async fn hash_password(password: String) -> Result<String, IdpError> {
+/// The argon2 computations of the whole process. Each takes 19 MiB and a core for a while;
+/// unbounded, a flood of unauthenticated sign-ins would hold one blocking thread apiece (up
+/// to 512) and exhaust memory. At most one per core runs; the rest wait their turn (the
+/// semaphore is fair), which only slows sign-ins under such a flood.
+struct PasswordWork {
+    permits: Semaphore,
+    limit: usize,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+static PASSWORD_WORK: LazyLock<PasswordWork> = LazyLock::new(|| {
+    let limit = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    PasswordWork {
+        permits: Semaphore::new(limit),
+        limit,
+        running: AtomicUsize::new(0),
+        peak: AtomicUsize::new(0),
+    }
+});
+
+/// How many password hashes may run at once, and the most that have (for tests).
+#[doc(hidden)]
+pub fn password_work_limits() -> (usize, usize) {
+    let work = &*PASSWORD_WORK;
+    (work.limit, work.peak.load(Ordering::SeqCst))
+}
+
+async fn password_work<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, IdpError> {
+    let work: &'static PasswordWork = &PASSWORD_WORK;
+    let permit = work
+        .permits
+        .acquire()
+        .await
+        .map_err(|_| IdpError::Password)?;
     tokio::task::spawn_blocking(move || {
+        // Released when the computation ends, not when the request does: a client that
+        // hangs up does not free its slot while argon2 still runs.
+        let _permit = permit;
+        let running = work.running.fetch_add(1, Ordering::SeqCst) + 1;
+        work.peak.fetch_max(running, Ordering::SeqCst);
+        let out = f();
+        work.running.fetch_sub(1, Ordering::SeqCst);
+        out
+    })
+    .await
+    .map_err(|_| IdpError::Password)
+}
+
+async fn hash_password(password: String) -> Result<String, IdpError> {
+    password_work(move || {
         let salt = SaltString::encode_b64(&crate::util::random_bytes(16))
             .map_err(|_| IdpError::Password)?;
         argon2::Argon2::default()
@@ -261,12 +316,11 @@ async fn hash_password(password: String) -> Result<String, IdpError> {
             .map(|h| h.to_string())
             .map_err(|_| IdpError::Password)
     })
-    .await
-    .map_err(|_| IdpError::Password)?
+    .await?
 }
 
 async fn password_matches(password: String, stored: String) -> Result<bool, IdpError> {
-    tokio::task::spawn_blocking(move || {
+    password_work(move || {
         let Ok(parsed) = PasswordHash::new(&stored) else {
             return false;
         };
@@ -275,7 +329,6 @@ async fn password_matches(password: String, stored: String) -> Result<bool, IdpE
             .is_ok()
     })
     .await
-    .map_err(|_| IdpError::Password)
 }
 
 fn body_str<'a>(body: &'a Json, key: &str) -> Option<&'a str> {

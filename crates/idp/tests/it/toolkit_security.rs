@@ -396,3 +396,36 @@ fn base64_url(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_hashing_is_bounded_process_wide() {
+    let h = harness().await;
+    let (limit, _) = gatehouse_idp::toolkit::password_work_limits();
+    assert!(limit >= 1);
+    let n = 2 * limit + 6;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let app = h.app();
+        set.spawn(async move {
+            send(
+                app,
+                Request::post(format!("{TK}/accounts:signUp?key=fake"))
+                    .header("content-type", "application/json")
+                    .body(Body::from(
+                        json!({"email": format!("flood{i}@example.com"), "password": "flood-pw"})
+                            .to_string(),
+                    ))
+                    .unwrap(),
+            )
+            .await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        let r = r.unwrap();
+        // Everyone gets through, in turn.
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let (_, peak) = gatehouse_idp::toolkit::password_work_limits();
+    assert!(peak >= 1);
+    assert!(peak <= limit, "{peak} hashes ran at once, limit {limit}");
+}
