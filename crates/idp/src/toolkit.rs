@@ -69,6 +69,26 @@ pub enum Caller {
     Admin,
 }
 
+impl Caller {
+    /// The Admin SDKs in emulator mode send `Authorization: Bearer owner`. They run on
+    /// servers and send no `Origin`; a request with one comes from a web page, which CORS
+    /// lets any site send, so it is never Admin. It is then a plain user call, as with any
+    /// bearer other than `owner`: admin-only requests fail as unauthenticated ones do.
+    pub fn from_headers(headers: &http::HeaderMap) -> Caller {
+        if headers.contains_key(http::header::ORIGIN) {
+            return Caller::User;
+        }
+        let owner = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .is_some_and(|(scheme, token)| {
+                scheme.eq_ignore_ascii_case("bearer") && token.trim() == "owner"
+            });
+        if owner { Caller::Admin } else { Caller::User }
+    }
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct FbUser {
     pub project: String,
