@@ -971,13 +971,10 @@ fn toolkit_error(e: &ToolkitError) -> Response {
     )
 }
 
+/// The Admin SDKs in emulator mode send `Authorization: Bearer owner`; a web page's request
+/// never counts as theirs (see [`Caller::from_headers`]).
 fn caller(headers: &HeaderMap) -> Caller {
-    // The Admin SDKs in emulator mode send `Authorization: Bearer owner`.
-    if bearer(headers).as_deref() == Some("owner") {
-        Caller::Admin
-    } else {
-        Caller::User
-    }
+    Caller::from_headers(headers)
 }
 
 async fn toolkit_handler(

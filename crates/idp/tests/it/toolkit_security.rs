@@ -503,9 +503,8 @@ async fn a_request_with_an_origin_is_never_admin() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-/// The same through the router: needs `http::caller` to be `Caller::from_headers`.
+/// The same through the router.
 #[tokio::test]
-#[ignore = "needs crates/idp/src/http.rs's caller() to delegate to Caller::from_headers"]
 async fn a_page_cannot_make_admin_calls_through_the_router() {
     let h = harness().await;
     let up = call(
