@@ -41,7 +41,7 @@ async fn assertion_verifies_against_public_key_jwk_and_is_cached() {
     .unwrap();
     let identity = verifier.verify(&assertion, now()).await.unwrap();
     assert_eq!(identity.email(), Some("alice@example.com"));
-    assert_eq!(identity.subject(), "sub-alice@example.com");
+    assert_eq!(identity.subject(), "issuer.test:sub-alice@example.com");
     assert_eq!(identity.issuer(), "https://cloud.google.com/iap");
     let claims = identity.claims();
     assert_eq!(claims.expires_at() - claims.issued_at().unwrap(), 600);
