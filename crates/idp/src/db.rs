@@ -5,10 +5,11 @@ use gatehouse_store::Migration;
 
 pub const COMPONENT: &str = "idp";
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "keys, accounts, clients, service accounts, codes, tokens, firebase users",
-    sqlite: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "keys, accounts, clients, service accounts, codes, tokens, firebase users",
+        sqlite: r#"
 CREATE TABLE idp_keys (
     ring TEXT NOT NULL, generation INTEGER NOT NULL, kid TEXT NOT NULL UNIQUE,
     created_at INTEGER NOT NULL, signs_from INTEGER NOT NULL,
@@ -49,7 +50,7 @@ CREATE TABLE idp_fb_users (
 CREATE UNIQUE INDEX idp_fb_users_email ON idp_fb_users (project, email);
 CREATE UNIQUE INDEX idp_fb_users_google ON idp_fb_users (project, google_sub);
 "#,
-    postgres: r#"
+        postgres: r#"
 CREATE TABLE idp_keys (
     ring TEXT NOT NULL, generation BIGINT NOT NULL, kid TEXT NOT NULL UNIQUE,
     created_at BIGINT NOT NULL, signs_from BIGINT NOT NULL,
@@ -90,4 +91,14 @@ CREATE TABLE idp_fb_users (
 CREATE UNIQUE INDEX idp_fb_users_email ON idp_fb_users (project, email);
 CREATE UNIQUE INDEX idp_fb_users_google ON idp_fb_users (project, google_sub);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "tokens remember the authorization code they were issued for",
+        // A replayed code is a stolen one (RFC 6749 4.1.2): what its first use issued is revoked.
+        sqlite: "ALTER TABLE idp_refresh_tokens ADD COLUMN code_hash TEXT;
+ALTER TABLE idp_access_tokens ADD COLUMN code_hash TEXT;",
+        postgres: "ALTER TABLE idp_refresh_tokens ADD COLUMN IF NOT EXISTS code_hash TEXT;
+ALTER TABLE idp_access_tokens ADD COLUMN IF NOT EXISTS code_hash TEXT;",
+    },
+];

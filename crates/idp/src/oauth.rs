@@ -1122,6 +1122,7 @@ async fn exchange_code(
     let challenge = row.opt_text(5).map_err(IdpError::from)?;
     let expires_at = row.int(6).map_err(IdpError::from)?;
     if row.bool(7).map_err(IdpError::from)? {
+        revoke_issued_for_code(state, &hash).await?;
         return Err(OAuthError::new("invalid_grant", "Bad Request"));
     }
     if expires_at <= now {
@@ -1164,12 +1165,16 @@ async fn exchange_code(
         // aborts the whole transaction.
         Statement::new(
             "UPDATE idp_codes SET used = 1 WHERE code_hash = $1 AND used = 0",
-            vec![hash.into()],
+            vec![hash.clone().into()],
         ),
         access_stmt,
         Statement::new(
-            "INSERT INTO idp_refresh_tokens (token_hash, kind, audience, subject, scope, auth_time, created_at)
-             VALUES ($1, 'google', $2, $3, $4, $5, $6)",
+            "UPDATE idp_access_tokens SET code_hash = $1 WHERE token_hash = $2",
+            vec![hash.clone().into(), secret_hash(&access).into()],
+        ),
+        Statement::new(
+            "INSERT INTO idp_refresh_tokens (token_hash, kind, audience, subject, scope, auth_time, created_at, code_hash)
+             VALUES ($1, 'google', $2, $3, $4, $5, $6, $7)",
             vec![
                 secret_hash(&refresh).into(),
                 client.client_id.clone().into(),
@@ -1177,6 +1182,7 @@ async fn exchange_code(
                 scope.clone().into(),
                 now.into(),
                 now.into(),
+                hash.clone().into(),
             ],
         ),
     ];
@@ -1201,6 +1207,8 @@ async fn exchange_code(
         .map_err(IdpError::from)?
         .is_none()
     {
+        // Another request used the code meanwhile: this one is its replay.
+        revoke_issued_for_code(state, &hash).await?;
         return Err(OAuthError::new("invalid_grant", "Bad Request"));
     }
     let mut body = json!({
@@ -1214,6 +1222,32 @@ async fn exchange_code(
         body["id_token"] = json!(t);
     }
     Ok(body)
+}
+
+/// A code used twice was stolen (or leaked) somewhere: the tokens its first use issued are
+/// revoked, as RFC 6749 4.1.2 and the OAuth security BCP ask, so that whoever holds them,
+/// the client or the thief, must sign in again.
+async fn revoke_issued_for_code(state: &IdpState, code_hash: &str) -> Result<(), OAuthError> {
+    let statements = [
+        Statement::new(
+            "UPDATE idp_refresh_tokens SET revoked = 1 WHERE code_hash = $1",
+            vec![code_hash.into()],
+        ),
+        Statement::new(
+            "DELETE FROM idp_access_tokens WHERE code_hash = $1",
+            vec![code_hash.into()],
+        ),
+    ];
+    state
+        .store()
+        .transaction(&statements, false)
+        .await
+        .map_err(IdpError::from)?;
+    tracing::warn!(
+        severity = "WARNING",
+        "an authorization code was used twice; the tokens it issued are revoked"
+    );
+    Ok(())
 }
 
 async fn refresh(

@@ -343,10 +343,6 @@ async fn code_flow_with_pkce_refresh_and_replay() {
         .verify(id_token, h.now())
         .await
         .unwrap();
-    // Replay refused.
-    let r = h.post_form("/token", &form).await;
-    assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error"], "invalid_grant");
     // Refresh.
     let r = h
         .post_form(
@@ -407,6 +403,30 @@ async fn code_flow_with_pkce_refresh_and_replay() {
     let r = h.get("/oauth2/v3/tokeninfo?id_token=a.b.c").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"], "invalid_token");
+
+    // Replay refused, and what the code's first use issued is revoked (RFC 6749 4.1.2):
+    // someone else has held the code.
+    let r = h.post_form("/token", &form).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    let r = h
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", t["refresh_token"].as_str().unwrap()),
+                ("client_id", CLIENT),
+            ],
+        )
+        .await;
+    assert_eq!(r.json()["error"], "invalid_grant", "{}", r.text());
+    let r = h
+        .post_form(
+            "/oauth2/v3/tokeninfo",
+            &[("access_token", t["access_token"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
 }
 
 #[tokio::test]
