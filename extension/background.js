@@ -7,7 +7,7 @@
 
 import { parseAuthResponse, buildAuthUrl, randomToken, describeLaunchError, SignInError } from './lib/oauth.js';
 import { cacheEntry, isUsable, TOKEN_CACHE_KEY } from './lib/token-cache.js';
-import { SETTINGS_KEY, withDefaults } from './lib/settings.js';
+import { SETTINGS_KEY, validateSettings, withDefaults } from './lib/settings.js';
 import { describeApiResponse, describeNetworkError, parseBody } from './lib/api-result.js';
 
 // The last API result, so a popup reopened after a sign-in window shows what happened.
@@ -20,9 +20,19 @@ const tokenStore = chrome.storage.session;
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
-async function loadSettings() {
+async function readSettings() {
   const { [SETTINGS_KEY]: stored } = await chrome.storage.local.get(SETTINGS_KEY);
   return withDefaults(stored);
+}
+
+// The settings a sign-in or a call may use: checked here as well as on the options page, as
+// the worker is what sends the token, and storage.local is not only the options page's to
+// write.
+async function loadSettings() {
+  const { settings, errors } = validateSettings(await readSettings());
+  const [problem] = Object.values(errors);
+  if (problem) throw new SignInError('bad_settings', `${problem} Fix it in Options.`);
+  return settings;
 }
 
 async function usableCachedToken(settings) {
@@ -32,14 +42,19 @@ async function usableCachedToken(settings) {
 }
 
 // One sign-in at a time: a second click while the window is open joins the first flow
-// instead of opening another window with its own nonce.
-let signInInFlight = null;
+// instead of opening another window with its own nonce. Only for the same provider and
+// client: after the settings change, the flow under way signs in to something else, and its
+// token must not go to the new API URL.
+let signInInFlight = null; // { key, promise }
 
 function signIn(settings) {
-  signInInFlight ??= runSignIn(settings).finally(() => {
-    signInInFlight = null;
+  const key = JSON.stringify([settings.authEndpoint, settings.clientId]);
+  if (signInInFlight?.key === key) return signInInFlight.promise;
+  const promise = runSignIn(settings).finally(() => {
+    if (signInInFlight?.promise === promise) signInInFlight = null;
   });
-  return signInInFlight;
+  signInInFlight = { key, promise };
+  return promise;
 }
 
 async function runSignIn(settings) {
@@ -99,7 +114,8 @@ async function callApi(tabUrl) {
 }
 
 async function status() {
-  const settings = await loadSettings();
+  // Shown only: nothing is sent with these.
+  const settings = await readSettings();
   const entry = await usableCachedToken(settings);
   const { [LAST_RESULT_KEY]: lastResult } = await tokenStore.get(LAST_RESULT_KEY);
   return {

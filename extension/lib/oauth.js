@@ -72,6 +72,14 @@ export function parseAuthResponse(responseUrl, expected) {
   const query = url.searchParams;
   const error = fragment.get('error') ?? query.get('error');
   if (error !== null) {
+    // Any page the sign-in window reached can redirect here with error=...: only an answer
+    // to this request (our state) may put its own words in front of the user. Otherwise a
+    // known code gets our words alone, and any other text is not shown at all.
+    const answered = (fragment.get('state') ?? query.get('state')) === expected.state;
+    if (!answered) {
+      const code = Object.hasOwn(KNOWN_ERRORS, error) ? error : 'sign_in_failed';
+      throw new SignInError(code, KNOWN_ERRORS[code] ?? 'Sign-in failed; try again.');
+    }
     const description = fragment.get('error_description') ?? query.get('error_description');
     throw new SignInError(error, describeAuthorizationError(error, description));
   }
@@ -109,8 +117,7 @@ export function parseAuthResponse(responseUrl, expected) {
 }
 
 /** Words for the OAuth 2.0 / OIDC error codes a user can actually meet. */
-export function describeAuthorizationError(code, description) {
-  const known = {
+const KNOWN_ERRORS = Object.freeze({
     access_denied: 'Sign-in was cancelled or refused.',
     login_required: 'You need to sign in.',
     interaction_required: 'The identity provider needs you to interact with it.',
@@ -124,8 +131,10 @@ export function describeAuthorizationError(code, description) {
     invalid_scope: 'The identity provider refused the requested scopes.',
     server_error: 'The identity provider failed; try again.',
     temporarily_unavailable: 'The identity provider is temporarily unavailable; try again.',
-  };
-  const base = known[code] ?? `Sign-in failed (${code}).`;
+});
+
+export function describeAuthorizationError(code, description) {
+  const base = Object.hasOwn(KNOWN_ERRORS, code) ? KNOWN_ERRORS[code] : `Sign-in failed (${code}).`;
   return description ? `${base} ${description}` : base;
 }
 

@@ -109,7 +109,23 @@ test('an error in the query (rejected before the flow began) surfaces too', () =
 });
 
 test('an unknown error code is still reported by its code', () => {
-  assert.throws(() => parseAuthResponse(redirectWith({ error: 'weird_thing' }), expected), /weird_thing/);
+  assert.throws(() => parseAuthResponse(redirectWith({ error: 'weird_thing', state: 'state-123' }), expected), /weird_thing/);
+});
+
+test('an error answer without our state shows none of its own text', () => {
+  // Any page in the sign-in window could redirect to the extension's address with this.
+  const phish = 'Your account is locked: call +1 555 0100';
+  for (const params of [
+    { error: 'access_denied', error_description: phish },
+    { error: 'access_denied', error_description: phish, state: 'state-999' },
+    { error: phish },
+  ]) {
+    assert.throws(() => parseAuthResponse(redirectWith(params), expected), (error) => {
+      assert.doesNotMatch(error.message, /locked|555/);
+      assert.ok(['access_denied', 'sign_in_failed'].includes(error.code), error.code);
+      return true;
+    });
+  }
 });
 
 test('an answer without an id_token is refused', () => {

@@ -176,6 +176,8 @@ test('the service worker starts under the fixed extension id', { timeout: 60_000
   assert.deepEqual([...manifest.permissions].sort(), ['activeTab', 'identity', 'storage']);
   assert.deepEqual(manifest.host_permissions, [`${GATEWAY}/*`]);
   assert.equal(manifest.oauth2, undefined, 'no oauth2 block: the flow is launchWebAuthFlow, not getAuthToken');
+  // The token of a normal window is not for incognito tabs' URLs.
+  assert.equal(manifest.incognito, 'not_allowed');
 });
 
 test('the popup renders signed out, pointing at gatehouse up', { timeout: 60_000 }, async () => {
@@ -478,6 +480,15 @@ test('stand-ins: an unreachable API is a network error; an unreadable tab is exp
   assert.equal(unreachable.state, 'error');
   assert.equal(unreachable.title, 'Network error');
   assert.match(unreachable.detail, /Could not reach http:\/\/127\.0\.0\.1:9/);
+
+  // Settings written past the options page (storage.local is not only its to write): the
+  // worker checks them again before the token goes anywhere.
+  await worker.evaluate(() => chrome.storage.local.get('settings').then(({ settings }) =>
+    chrome.storage.local.set({ settings: { ...settings, apiUrl: 'http://attacker.example/steal' } })));
+  await popup.reload();
+  const refused = await callApi(popup, tab);
+  assert.equal(refused.state, 'error');
+  assert.match(refused.detail, /must use https:\/\/.*Fix it in Options/);
 
   // A page on an origin the extension has no access to: its URL is not readable.
   const server = createServer((_req, res) => res.end('<title>elsewhere</title>'));
