@@ -234,14 +234,7 @@ async fn an_unverified_email_is_never_asserted() {
         Some("issuer.test:sub-ceo@example.com")
     );
     let assertion = up_h.header("x-goog-iap-jwt-assertion").unwrap();
-    let payload = assertion.split('.').nth(1).unwrap();
-    use base64::Engine as _;
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = jwt_claims(assertion);
     assert!(claims.get("email").is_none(), "{claims}");
     assert_eq!(claims["sub"], "issuer.test:sub-ceo@example.com");
     // The real ceo's bucket is not the claimant's to spend.
@@ -547,14 +540,7 @@ allow = ["allAuthenticatedUsers"]
             .unwrap()
             .to_owned();
         let assertion = up_h.header("x-goog-iap-jwt-assertion").unwrap();
-        let payload = assertion.split('.').nth(1).unwrap();
-        use base64::Engine as _;
-        let claims: serde_json::Value = serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .unwrap(),
-        )
-        .unwrap();
+        let claims = jwt_claims(assertion);
         assert_eq!(
             claims["sub"],
             id.as_str(),

@@ -443,3 +443,16 @@ pub async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, answer)
 }
+
+/// The payload of a JWT the gateway made (its assertion), unverified: for claims a test
+/// checks after the signature was checked elsewhere, or where only the shape matters.
+pub fn jwt_claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
