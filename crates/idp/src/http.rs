@@ -104,10 +104,7 @@ fn redirect(status: StatusCode, url: &str) -> Response {
 /// service account.
 pub fn app(state: IdpState) -> Router {
     let default_sa = state.config().default_service_account.clone();
-    let hosts = Arc::new(AllowedHosts::new(
-        &state.config().base_url,
-        &state.config().allowed_hosts,
-    ));
+    let hosts = allowed_hosts(&state);
     // The emulator's own API and the IAM key API make keys, clients, users and tokens: no
     // other site's page may call them (they read JSON whatever the Content-Type, and a
     // `text/plain` POST is sent cross-site without a preflight).
@@ -175,10 +172,7 @@ pub fn app(state: IdpState) -> Router {
 /// A metadata server alone, speaking for service account `email` (one per
 /// `--metadata ADDR=EMAIL`).
 pub fn metadata_app(state: IdpState, email: String) -> Router {
-    let hosts = Arc::new(AllowedHosts::new(
-        &state.config().base_url,
-        &state.config().allowed_hosts,
-    ));
+    let hosts = allowed_hosts(&state);
     Router::new()
         .route("/", get(metadata_ping))
         .merge(metadata_routes(state, email))
@@ -186,6 +180,11 @@ pub fn metadata_app(state: IdpState, email: String) -> Router {
         .fallback(|| async { meta_text(StatusCode::NOT_FOUND, "Not Found\n".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(hosts, known_host_only))
+}
+
+fn allowed_hosts(state: &IdpState) -> Arc<AllowedHosts> {
+    let config = state.config();
+    Arc::new(AllowedHosts::new(&config.base_url, &config.allowed_hosts))
 }
 
 /// 403 for a request naming a host this emulator does not answer to (DNS rebinding; see
