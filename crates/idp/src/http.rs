@@ -139,9 +139,16 @@ pub fn app(state: IdpState) -> Router {
             "/securetoken.googleapis.com/v1/token",
             post(securetoken_handler).options(preflight),
         )
+        // Wiping every user is the emulator's own API too: a local page (an emulator UI) may,
+        // another site's may not, its preflight included.
         .route(
             "/emulator/v1/projects/{project}/accounts",
-            axum::routing::delete(delete_accounts).options(preflight),
+            axum::routing::delete(delete_accounts)
+                .options(preflight)
+                .route_layer(middleware::from_fn_with_state(
+                    hosts.clone(),
+                    same_site_only,
+                )),
         )
         .layer(middleware::from_fn(cors));
     let main = Router::new()

@@ -345,6 +345,41 @@ async fn other_sites_pages_cannot_use_the_emulators_own_api() {
         ))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // Wiping the project's users: not for another site's page, nor its preflight.
+    let users = count(&h.state, "idp_fb_users").await;
+    let r = h
+        .post_json(
+            "/identitytoolkit.googleapis.com/v1/accounts:signUp?key=k",
+            &json!({"email": "carol@example.com", "password": "carol-password", "returnSecureToken": true}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(count(&h.state, "idp_fb_users").await, users + 1);
+    let wipe = "/emulator/v1/projects/demo-project/accounts";
+    for method in ["OPTIONS", "DELETE"] {
+        let r = h
+            .send(with_header(
+                method,
+                wipe,
+                "origin",
+                "https://evil.example",
+                "",
+            ))
+            .await;
+        assert_eq!(r.status, 403, "{method}: {}", r.text());
+    }
+    assert_eq!(count(&h.state, "idp_fb_users").await, users + 1);
+    let r = h
+        .send(with_header(
+            "DELETE",
+            wipe,
+            "origin",
+            "http://127.0.0.1:4000",
+            "",
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(count(&h.state, "idp_fb_users").await, 0);
     // Google's own endpoints keep answering any page (the sign-in flow is cross-site).
     let r = h
         .send(with_header(
