@@ -36,4 +36,4 @@ pub use metadata::{DEFAULT_METADATA_HOST, DEFAULT_METADATA_IP, MetadataServer};
 /// The HTTP method type [`AuthorizedClient::request`] takes.
 pub use reqwest::Method;
 pub use source::{IdToken, IdTokenSource};
-pub use transport::{default_http_client, direct_http_client};
+pub use transport::{default_http_client, direct_http_client, is_bidi_control};

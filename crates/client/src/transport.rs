@@ -163,8 +163,10 @@ fn short(text: &str) -> String {
     out
 }
 
-/// The invisible characters that reorder text on screen (Unicode's bidi controls).
-fn is_bidi_control(c: char) -> bool {
+/// The invisible characters that reorder text on screen (Unicode's bidi controls): escaped
+/// with the control characters wherever outside text reaches a terminal (here, and in the
+/// `gatehouse` binary's output).
+pub fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 

@@ -3,15 +3,8 @@
 //! the window (ESC and C1 sequences), and bidirectional-text controls could make one name read
 //! as another.
 
+use gatehouse_client::is_bidi_control;
 use std::fmt::Write as _;
-
-/// The invisible characters that reorder text on screen (Unicode's bidi controls).
-pub fn is_bidi_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-    )
-}
 
 fn dangerous(c: char) -> bool {
     c.is_control() || is_bidi_control(c)

@@ -37,6 +37,16 @@ fn binary() -> PathBuf {
     )
 }
 
+/// The variables that name a proxy for HTTP clients (reqwest reads both spellings).
+const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
 /// `gatehouse ARGS` under umask 022 (what makes files world-readable unless we say
 /// otherwise), with no proxy or credential variables from the test's own environment.
 fn command(args: &[&str]) -> Command {
@@ -44,13 +54,7 @@ fn command(args: &[&str]) -> Command {
     cmd.args(["-c", "umask 022 && exec \"$0\" \"$@\""])
         .arg(binary())
         .args(args);
-    for var in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
+    for var in PROXY_VARS.into_iter().chain([
         "NO_PROXY",
         "no_proxy",
         "GOOGLE_APPLICATION_CREDENTIALS",
@@ -59,7 +63,7 @@ fn command(args: &[&str]) -> Command {
         "GCE_METADATA_IP",
         "GATEHOUSE_IDP_DATABASE",
         "DATABASE_URL",
-    ] {
+    ]) {
         cmd.env_remove(var);
     }
     cmd
@@ -264,14 +268,7 @@ async fn proxy_variables_do_not_reroute_requests_to_this_machine() {
     let proxy = format!("http://127.0.0.1:{}", free_port());
     let with_proxy = |args: &[&str]| {
         let mut cmd = command(args);
-        for var in [
-            "HTTP_PROXY",
-            "http_proxy",
-            "HTTPS_PROXY",
-            "https_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-        ] {
+        for var in PROXY_VARS {
             cmd.env(var, &proxy);
         }
         cmd
