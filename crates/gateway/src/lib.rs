@@ -7,6 +7,7 @@
 //!   (strip identity headers -> extract token -> verify -> authorize -> set identity -> proxy);
 //! - [`proxy`]: streaming forwarding to the upstream, WebSocket upgrades;
 //! - `pool`: a worker's plain HTTP/1.1 upstream connections;
+//! - `exchange`: one HTTP/1.1 exchange on such a connection (request out, answer framed in);
 //! - [`assertion`]: IAP-shaped ES256 assertions, cached per identity and route;
 //! - [`server`]: listeners, TLS, limits, graceful shutdown and reload.
 
@@ -14,6 +15,7 @@ pub mod assertion;
 pub mod config;
 mod cors;
 mod endpoints;
+mod exchange;
 mod headers;
 pub mod metrics;
 mod paths;

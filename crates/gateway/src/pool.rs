@@ -1,27 +1,23 @@
-//! One worker's plain HTTP/1.1 upstream connections: each a hyper client connection driven
-//! by a task on the worker, idle ones kept per upstream origin and reused most recently
-//! used first, a connection handed back only once its response has been read to the end.
+//! One worker's plain HTTP/1.1 upstream connections: idle ones kept per upstream origin
+//! and reused most recently used first, a connection handed back only once its answer has
+//! been read to the end and its request's body has gone out in full.
 //!
 //! Why not hyper-util's pooled client, as for h2c and TLS upstreams: it is built for many
-//! threads and guards every step accordingly. Its checkout, hand-back (a task spawned per
-//! request to wait for the connection to be ready again), origin hashing and response
-//! extensions were ~9,000 of the ~54,000 instructions a proxied request cost (callgrind).
-//! Here a worker owns its connections, so taking and returning one is a short lock held
-//! by one thread.
+//! threads and guards every step accordingly (checkout, a task spawned per request to hand
+//! a connection back, origin hashing: ~9,000 of ~54,000 instructions a proxied request
+//! cost), and under it each connection is a hyper client connection, a task of its own fed
+//! through a channel. Here a worker owns its connections and the request's own task talks
+//! to the socket (`exchange`), so taking and returning one is a short lock held by one
+//! thread.
 
+use crate::exchange::{self, AnswerBody, Conn, ExchangeError, Head, Release};
 use axum::body::Body;
-use bytes::Bytes;
 use http::uri::{Authority, Uri};
 use http::{Method, Request, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower::Service as _;
 
@@ -40,8 +36,18 @@ pub(crate) enum PoolError {
     NoAuthority,
     #[error("connect: {0}")]
     Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// A WebSocket handshake, which goes through hyper.
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+}
+
+impl PoolError {
+    /// Whether the upstream's answer was framed in a way this proxy does not forward.
+    pub(crate) fn is_bad_framing(&self) -> bool {
+        matches!(self, PoolError::Exchange(ExchangeError::Framing(_)))
+    }
 }
 
 pub(crate) struct Http1Pool {
@@ -53,7 +59,7 @@ pub(crate) struct Http1Pool {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Body>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -63,64 +69,15 @@ impl std::fmt::Debug for Http1Pool {
     }
 }
 
-/// A connection lent to one exchange; [`release`](Lease::release) hands it back.
-pub(crate) struct Lease {
+/// Where an answer's connection goes back to.
+struct Home {
     pool: Arc<Http1Pool>,
     origin: Authority,
-    sender: http1::SendRequest<Body>,
-    /// Set once the request's body has gone out in full (`None`: it had none).
-    body_sent: Option<Arc<AtomicBool>>,
 }
 
-impl Lease {
-    /// Hands the connection back once its response has been read to the end, unless its
-    /// request's body is still going out (an upstream may answer before reading it all):
-    /// the next request would wait behind that upload. Such a connection is closed when
-    /// its exchange ends.
-    fn release(self) {
-        if self
-            .body_sent
-            .as_ref()
-            .is_some_and(|sent| !sent.load(Ordering::Acquire))
-        {
-            return;
-        }
-        self.pool.put(self.origin, self.sender);
-    }
-}
-
-/// A request body that says when it has been sent in full.
-struct Tracked {
-    body: Body,
-    sent: Arc<AtomicBool>,
-}
-
-impl HttpBody for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.sent.store(true, Ordering::Release);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        // hyper stops at a body that says it is done, without polling it to `None`.
-        let end = self.body.is_end_stream();
-        if end {
-            self.sent.store(true, Ordering::Release);
-        }
-        end
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+impl Release for Home {
+    fn release(self, conn: Conn) {
+        self.pool.put(self.origin, conn);
     }
 }
 
@@ -132,49 +89,56 @@ impl Http1Pool {
         }
     }
 
-    /// Sends `request` (origin-form target, `Host` set) to `upstream`'s origin on an idle
-    /// connection, or a new one. A connection found closed before the request went out is
-    /// passed over and the request tried on the next. An idempotent request without a body
-    /// that a connection idle for a while lost (closed by the upstream as it went out, no
-    /// answer begun) is sent again once, on a new connection, as nginx does.
+    /// Sends `request` (origin-form target, `Host` set, hop-by-hop headers gone) to
+    /// `upstream`'s origin on an idle connection, or a new one, and returns the answer,
+    /// its body streaming. A connection found closed before the request went out is passed
+    /// over and the request tried on the next. An idempotent request without a body that
+    /// a connection idle for a while lost (closed by the upstream as it went out, no answer
+    /// begun) is sent again once, on a new connection, as nginx does.
     pub(crate) async fn send(
         self: &Arc<Self>,
         upstream: &Uri,
-        mut request: Request<Body>,
-    ) -> Result<(Response<Incoming>, Lease), PoolError> {
+        request: Request<Body>,
+    ) -> Result<Response<Body>, PoolError> {
         let origin = upstream.authority().ok_or(PoolError::NoAuthority)?.clone();
-        let body_sent = (!request.body().is_end_stream()).then(|| {
-            let sent = Arc::new(AtomicBool::new(false));
-            let tracked = sent.clone();
-            request = std::mem::take(&mut request).map(|body| {
-                Body::new(Tracked {
-                    body,
-                    sent: tracked,
-                })
-            });
-            sent
-        });
-        while let Some((mut sender, idle_for)) = self.take(&origin) {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            let again = (idle_for >= STALE_AFTER)
-                .then(|| replayable(&request))
-                .flatten();
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.lease(origin, sender, body_sent))),
-                Err(mut failed) => match (failed.take_message(), again) {
-                    // Not sent: the connection closed as it was taken.
-                    (Some(unsent), _) => request = unsent,
-                    (None, Some(copy)) if lost_in_flight(failed.error()) => {
-                        tracing::debug!(upstream = %origin, "idle upstream connection closed under a request; sending it again");
-                        request = copy;
-                        break;
-                    }
-                    (None, _) => return Err(failed.into_error().into()),
-                },
+        let head = Head::encode(&request);
+        if head.has_body() {
+            let conn = match self.take(&origin) {
+                Some((conn, _)) => conn,
+                None => self.connect(upstream).await?,
+            };
+            let (conn, answer, upload) =
+                exchange::with_body(conn, head, request.into_body()).await?;
+            let body = AnswerBody::new(conn, &answer, upload, self.home(origin));
+            return Ok(exchange::response(answer, body));
+        }
+        drop(request);
+        while let Some((mut conn, idle_for)) = self.take(&origin) {
+            match exchange::without_body(&mut conn, &head).await {
+                Ok(answer) => return Ok(self.respond(origin, conn, answer)),
+                // Gone before the request went out: nothing was asked of the upstream.
+                Err(ExchangeError::Unsent(_)) => continue,
+                Err(ExchangeError::ClosedBeforeAnswer)
+                    if idle_for >= STALE_AFTER && idempotent(head.method()) =>
+                {
+                    tracing::debug!(upstream = %origin, "idle upstream connection closed under a request; sending it again");
+                    break;
+                }
+                Err(error) => return Err(error.into()),
             }
         }
+        let mut conn = self.connect(upstream).await?;
+        let answer = exchange::without_body(&mut conn, &head).await?;
+        Ok(self.respond(origin, conn, answer))
+    }
+
+    /// Sends a WebSocket handshake on a new connection of its own, through hyper, whose
+    /// upgrade the tunnel takes over; the connection is never pooled.
+    pub(crate) async fn send_upgrade(
+        &self,
+        upstream: &Uri,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, PoolError> {
         let io = self
             .connector
             .clone()
@@ -188,40 +152,50 @@ impl Http1Pool {
             }
         });
         let response = sender.send_request(request).await?;
-        Ok((response, self.lease(origin, sender, body_sent)))
+        Ok(response.map(Body::new))
     }
 
-    fn lease(
-        self: &Arc<Self>,
-        origin: Authority,
-        sender: http1::SendRequest<Body>,
-        body_sent: Option<Arc<AtomicBool>>,
-    ) -> Lease {
-        Lease {
+    async fn connect(&self, upstream: &Uri) -> Result<Conn, PoolError> {
+        let io = self
+            .connector
+            .clone()
+            .call(upstream.clone())
+            .await
+            .map_err(|e| PoolError::Connect(e.into()))?;
+        Ok(Conn::new(io.into_inner()))
+    }
+
+    fn home(self: &Arc<Self>, origin: Authority) -> Home {
+        Home {
             pool: self.clone(),
             origin,
-            sender,
-            body_sent,
         }
     }
 
+    fn respond(
+        self: &Arc<Self>,
+        origin: Authority,
+        conn: Conn,
+        answer: exchange::Answer,
+    ) -> Response<Body> {
+        let body = AnswerBody::new(conn, &answer, None, self.home(origin));
+        exchange::response(answer, body)
+    }
+
     /// The most recently used idle connection still open, and how long it was idle.
-    fn take(&self, origin: &Authority) -> Option<(http1::SendRequest<Body>, Duration)> {
+    fn take(&self, origin: &Authority) -> Option<(Conn, Duration)> {
         let mut idle = self.idle.lock();
         let (_, list) = idle.iter_mut().find(|(o, _)| o == origin)?;
         while let Some(entry) = list.pop_back() {
             let idle_for = entry.since.elapsed();
-            if !entry.sender.is_closed() && idle_for < IDLE_FOR {
-                return Some((entry.sender, idle_for));
+            if idle_for < IDLE_FOR && entry.conn.is_open() {
+                return Some((entry.conn, idle_for));
             }
         }
         None
     }
 
-    fn put(&self, origin: Authority, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put(&self, origin: Authority, conn: Conn) {
         let now = Instant::now();
         let mut idle = self.idle.lock();
         let at = match idle.iter().position(|(o, _)| *o == origin) {
@@ -235,12 +209,12 @@ impl Http1Pool {
         // The oldest are at the front: drop those past their time, or beyond the bound.
         while list
             .front()
-            .is_some_and(|e| now.duration_since(e.since) >= IDLE_FOR || e.sender.is_closed())
+            .is_some_and(|e| now.duration_since(e.since) >= IDLE_FOR)
             || list.len() >= MAX_IDLE
         {
             list.pop_front();
         }
-        list.push_back(Idle { sender, since: now });
+        list.push_back(Idle { conn, since: now });
     }
 
     /// Drops idle connections past their time or closed by the upstream, and origins left
@@ -248,7 +222,7 @@ impl Http1Pool {
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         self.idle.lock().retain_mut(|(_, list)| {
-            list.retain(|e| now.duration_since(e.since) < IDLE_FOR && !e.sender.is_closed());
+            list.retain(|e| now.duration_since(e.since) < IDLE_FOR && e.conn.is_open());
             !list.is_empty()
         });
     }
@@ -259,96 +233,12 @@ impl Http1Pool {
     }
 }
 
-/// A copy of `request` to send again should its connection be lost under it: only for an
-/// idempotent method and no body (a body, once streamed, is gone).
-fn replayable(request: &Request<Body>) -> Option<Request<Body>> {
-    let idempotent = matches!(
-        *request.method(),
+/// Whether a request may be sent twice: an idempotent method (RFC 9110 §9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    );
-    if !idempotent || !request.body().is_end_stream() {
-        return None;
-    }
-    let mut copy = Request::new(Body::empty());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    Some(copy)
-}
-
-/// Whether the connection closed under a request before any of the answer came: the
-/// upstream's end of an idle connection, not its judgement of the request.
-fn lost_in_flight(error: &hyper::Error) -> bool {
-    use std::io::ErrorKind;
-    if error.is_incomplete_message() {
-        return true;
-    }
-    let io = std::error::Error::source(error).and_then(|e| e.downcast_ref::<std::io::Error>());
-    io.is_some_and(|e| {
-        matches!(
-            e.kind(),
-            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
-        )
-    })
-}
-
-/// An upstream response body that hands its connection back once read to the end. Dropped
-/// before that, the connection goes with it: its remaining bytes would precede the next
-/// response.
-pub(crate) struct Leased {
-    body: Incoming,
-    lease: Option<Lease>,
-}
-
-impl Leased {
-    pub(crate) fn new(body: Incoming, lease: Lease) -> Self {
-        Leased {
-            body,
-            lease: Some(lease),
-        }
-    }
-}
-
-impl HttpBody for Leased {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(lease) = self.lease.take() {
-                    lease.release();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => self.lease = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Leased {
-    fn drop(&mut self) {
-        // An empty body (HEAD, 204, 304) may never be polled: it is finished all the same.
-        if self.body.is_end_stream() {
-            if let Some(lease) = self.lease.take() {
-                lease.release();
-            }
-        }
-    }
+    )
 }
 
 #[cfg(test)]
@@ -420,9 +310,8 @@ mod tests {
     }
 
     async fn exchange(pool: &Arc<Http1Pool>, upstream: &Uri) -> String {
-        let (response, lease) = pool.send(upstream, get(upstream)).await.unwrap();
-        let body = Leased::new(response.into_body(), lease);
-        let bytes = body.collect().await.unwrap().to_bytes();
+        let response = pool.send(upstream, get(upstream)).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
@@ -480,12 +369,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_unread_takes_its_connection_with_it() {
-        let (uri, connections) = upstream("a longer body than nothing", 10).await;
+        // Longer than one read: the answer streams, and is dropped part read.
+        let long: &'static str = Box::leak("x".repeat(1 << 20).into_boxed_str());
+        let (uri, connections) = upstream(long, 10).await;
         let pool = Arc::new(Http1Pool::new(HttpConnector::new()));
-        let (response, lease) = pool.send(&uri, get(&uri)).await.unwrap();
-        drop(Leased::new(response.into_body(), lease));
+        let response = pool.send(&uri, get(&uri)).await.unwrap();
+        drop(response);
         assert_eq!(pool.idle_count(), 0);
-        assert_eq!(exchange(&pool, &uri).await, "a longer body than nothing");
+        assert_eq!(exchange(&pool, &uri).await, long);
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert_eq!(pool.idle_count(), 1);
         pool.sweep();

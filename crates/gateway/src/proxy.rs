@@ -4,7 +4,7 @@
 
 use crate::config::{Limits, Timeouts};
 use crate::headers;
-use crate::pool::{Http1Pool, Leased};
+use crate::pool::{Http1Pool, PoolError};
 use crate::server::Shared;
 use crate::stack::{ConnInfo, Ctx, Outcome, error_response};
 use axum::body::Body;
@@ -231,7 +231,10 @@ pub(crate) async fn forward(
             } else {
                 upstreams.h2c.request(outgoing)
             };
-            pending.await.map(|r| (r, None)).map_err(BoxError::from)
+            pending
+                .await
+                .map(|r| r.map(Body::new))
+                .map_err(BoxError::from)
         } else {
             // The pool's connections need a `Host` (hyper-util's clients add one).
             if !outgoing.headers().contains_key(header::HOST) {
@@ -241,18 +244,32 @@ pub(crate) async fn forward(
                     }
                 }
             }
-            upstreams
-                .http1
-                .send(&route.config.upstream, outgoing)
-                .await
-                .map(|(r, lease)| (r, Some(lease)))
-                .map_err(BoxError::from)
+            let pool = &upstreams.http1;
+            if upgrade {
+                pool.send_upgrade(&route.config.upstream, outgoing).await
+            } else {
+                pool.send(&route.config.upstream, outgoing).await
+            }
+            .map_err(BoxError::from)
         }
     };
     let result = tokio::time::timeout(remaining, answer).await;
     shared.metrics.upstream_answered(sent.elapsed());
-    let (mut response, lease) = match result {
+    let mut response = match result {
         Ok(Ok(answered)) => answered,
+        Ok(Err(error))
+            if error
+                .downcast_ref::<PoolError>()
+                .is_some_and(PoolError::is_bad_framing) =>
+        {
+            tracing::warn!(route = %route.name, error = %error_chain(&*error), "upstream answer framed in a way not forwarded");
+            outcome.reason = Some("upstream_bad_framing");
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "upstream_bad_framing",
+            );
+        }
         Ok(Err(error)) => match request_body_failure(&*error) {
             Some(BodyFailure::TooLarge) => {
                 outcome.reason = Some("body_too_large");
@@ -346,10 +363,6 @@ pub(crate) async fn forward(
             "upstream_bad_framing",
         );
     }
-    let body = match lease {
-        Some(lease) => Body::new(Leased::new(body, lease)),
-        None => Body::new(body),
-    };
     let body = match permit {
         // The request holds its permit until the response body is finished (or dropped):
         // the upstream connection is busy until then.

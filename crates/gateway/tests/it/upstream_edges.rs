@@ -1,6 +1,7 @@
 //! The edges of talking to upstreams: which upgrades are tunnelled (h2c smuggling), what a
 //! tunnel holds while it is open (its connection's slot, the idle timeout), which upstream
-//! connections go back to the pool, and how an upstream's contradictory framing is passed on.
+//! connections go back to the pool, and how an upstream's contradictory, malformed or
+//! unusual framing is passed on (or refused).
 
 use crate::support::*;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -457,7 +458,7 @@ async fn early_answer_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 /// An upstream connection whose request body is still going out when its response has
 /// ended is not put back in the pool: the next request would wait behind that upload
 /// (here for ever, the uploading client having stalled) and end in a 504. Guards
-/// `pool::Lease::release` with `Tracked` bodies. One worker, so that both requests share
+/// `exchange::AnswerBody::finish`, which reuses a connection only once its upload is done. One worker, so that both requests share
 /// its pool; the route's `upstream_seconds = 2` makes the failure show within the test.
 #[tokio::test]
 async fn an_upstream_connection_still_taking_an_upload_is_not_reused() {
@@ -540,6 +541,126 @@ async fn an_answer_in_a_coding_not_understood_is_a_502() {
     let seen = send(client().get(gw.url("/"))).await;
     assert_eq!(seen.status, 502);
     assert_eq!(seen.body["reason"], "upstream_bad_framing");
+}
+
+/// An upstream answering with bytes past the end of its answer (a second answer, as a
+/// response-splitting bug would send): the connection that carried them is never used
+/// again, so no later request gets the smuggled answer. One worker, so that every request
+/// would share the one pooled connection.
+#[tokio::test]
+async fn bytes_past_an_answers_end_never_answer_the_next_request() {
+    let up = answering_upstream(
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
+            .to_owned(),
+    )
+    .await;
+    let issuer = Issuer::start().await;
+    let gw = gateway(&format!(
+        "workers = 1\n{}",
+        checked_route(&issuer, up, &["allUsers"])
+    ))
+    .await;
+    let client = client();
+    for i in 0..5 {
+        let r = client.get(gw.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok", "request {i}");
+    }
+}
+
+/// Interim answers (`100 Continue`, `103 Early Hints`) before the final one are passed
+/// over; a chunked answer's trailers are read and dropped, its body arriving whole; an
+/// answer with no length runs until the upstream closes (HTTP/1.0 style).
+#[tokio::test]
+async fn interim_answers_trailers_and_close_delimited_bodies() {
+    let issuer = Issuer::start().await;
+    let interim = answering_upstream(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nmade"
+            .to_owned(),
+    )
+    .await;
+    let gw = gateway(&checked_route(&issuer, interim, &["allUsers"])).await;
+    let r = client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.text().await.unwrap(), "made");
+
+    let trailers = answering_upstream(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nX-Sum: 5\r\n\r\n"
+            .to_owned(),
+    )
+    .await;
+    let gw = gateway(&checked_route(&issuer, trailers, &["allUsers"])).await;
+    for _ in 0..3 {
+        let r = client().get(gw.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "abcde");
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closing = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while find(&head, b"\r\n\r\n").is_none() {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nuntil ").await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = stream.write_all(b"the end").await;
+                // Dropped: the close ends the body.
+            });
+        }
+    });
+    let gw = gateway(&checked_route(&issuer, closing, &["allUsers"])).await;
+    for _ in 0..3 {
+        let r = client().get(gw.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "until the end");
+    }
+}
+
+/// Answers no proxy should pass on: a head past 64 KiB, a malformed head, a
+/// `Content-Length` that is not one number, bytes that end mid-head. Each is a 502 and
+/// the gateway goes on serving.
+#[tokio::test]
+async fn malformed_answers_are_a_502() {
+    let issuer = Issuer::start().await;
+    let long = "v".repeat(70 * 1024);
+    for (answer, reason) in [
+        (
+            format!("HTTP/1.1 200 OK\r\nX-Long: {long}\r\nContent-Length: 2\r\n\r\nok"),
+            "upstream_unavailable",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nBad Header\r\nContent-Length: 2\r\n\r\nok".to_owned(),
+            "upstream_unavailable",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok".to_owned(),
+            "upstream_bad_framing",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok".to_owned(),
+            "upstream_bad_framing",
+        ),
+    ] {
+        let up = answering_upstream(answer).await;
+        let gw = gateway(&checked_route(&issuer, up, &["allUsers"])).await;
+        let seen = send(client().get(gw.url("/"))).await;
+        assert_eq!(seen.status, 502, "{reason}");
+        assert_eq!(seen.body["reason"], reason);
+        let healthz = client()
+            .get(gw.url("/_gatehouse/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(healthz.status(), 200);
+    }
 }
 
 /// A raw upstream giving every request head the same `answer`, on keep-alive connections.
