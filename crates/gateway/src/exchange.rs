@@ -17,6 +17,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use std::future::Future as _;
 use std::io::Write as _;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use tokio::io::AsyncWriteExt as _;
@@ -35,8 +36,10 @@ const MAX_INTERIM: usize = 16;
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// All of a chunked body's trailer lines together (they are read and dropped).
 const MAX_TRAILERS: usize = 16 * 1024;
-/// What one read asks for at least.
-const READ_SIZE: usize = 16 * 1024;
+/// What a read for an answer's head asks room for: a usual head and a small body.
+const HEAD_READ: usize = 4 * 1024;
+/// What a read for more of a body asks room for.
+const BODY_READ: usize = 16 * 1024;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +89,11 @@ impl Conn {
         }
     }
 
+    /// Lets go of the read buffer (empty: the connection is between exchanges).
+    pub(crate) fn drop_buffer(&mut self) {
+        self.buf = BytesMut::new();
+    }
+
     /// Whether an idle connection may still carry a request: nothing came on it since its
     /// last answer (an end, a reset or stray bytes all mean it may not). Costs no system
     /// call unless the event loop saw the socket become readable.
@@ -102,10 +110,11 @@ impl Conn {
         }
     }
 
-    /// Reads more of the answer into the buffer; `Ok(0)` at the connection's end.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    /// Reads more of the answer into the buffer, with room for `room` bytes at least;
+    /// `Ok(0)` at the connection's end.
+    fn poll_fill(&mut self, room: usize, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_SIZE);
+            self.buf.reserve(room);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.read), cx, &mut self.buf)
     }
@@ -150,7 +159,16 @@ impl Head {
             }
         };
         let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let mut bytes = Vec::with_capacity(256);
+        // The head's size, so that it is written without growing: the identity headers
+        // and a forwarded token make it a few KiB.
+        let size = request.method().as_str().len()
+            + target.len()
+            + headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum::<usize>()
+            + 64;
+        let mut bytes = Vec::with_capacity(size);
         bytes.extend_from_slice(request.method().as_str().as_bytes());
         bytes.push(b' ');
         bytes.extend_from_slice(target.as_bytes());
@@ -366,7 +384,7 @@ fn poll_answer(
                 None => {}
             }
         }
-        match conn.poll_fill(cx) {
+        match conn.poll_fill(HEAD_READ, cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(0)) if reading.seen_any => {
                 return Poll::Ready(Err(ExchangeError::Incomplete));
@@ -397,9 +415,14 @@ enum Parsed {
 
 /// Parses an answer head at the front of `buf`, consuming it once complete.
 fn parse_answer(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, ExchangeError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buf) {
+    // Left uninitialised: zeroing room for 100 fields cost more than parsing a usual head.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -419,27 +442,21 @@ fn parse_answer(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, E
         buf.advance(len);
         return Ok(Some(Parsed::Interim));
     }
-    // Header values become slices of the head's bytes, not copies: note where each lies
-    // (name and value, offset and length), then split the head off the buffer.
+    // Header values become slices of the head's bytes, not copies: note where each lies,
+    // then split the head off the buffer.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        *span = (
-            field.name.as_ptr() as usize - base,
-            field.name.len(),
-            field.value.as_ptr() as usize - base,
-            field.value.len(),
-        );
+    let mut named = Vec::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| ExchangeError::Malformed("bad header name"))?;
+        let at = field.value.as_ptr() as usize - base;
+        named.push((name, at, at + field.value.len()));
     }
     let head_bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head_bytes[name_at..name_at + name_len])
-            .map_err(|_| ExchangeError::Malformed("bad header name"))?;
-        let value =
-            HeaderValue::from_maybe_shared(head_bytes.slice(value_at..value_at + value_len))
-                .map_err(|_| ExchangeError::Malformed("bad header value"))?;
+    let mut headers = HeaderMap::with_capacity(named.len());
+    for (name, start, end) in named {
+        let value = HeaderValue::from_maybe_shared(head_bytes.slice(start..end))
+            .map_err(|_| ExchangeError::Malformed("bad header value"))?;
         headers.append(name, value);
     }
     let mut reusable = keep_alive(version, &headers);
@@ -640,7 +657,7 @@ impl<R: Release> HttpBody for AnswerBody<R> {
                     return Poll::Ready(Some(Err(e)));
                 }
             }
-            match conn.poll_fill(cx) {
+            match conn.poll_fill(BODY_READ, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) if this.decode == Decode::UntilClose => {
                     this.reusable = false;

@@ -195,7 +195,10 @@ impl Http1Pool {
         None
     }
 
-    fn put(&self, origin: Authority, conn: Conn) {
+    fn put(&self, origin: Authority, mut conn: Conn) {
+        // An idle connection holds no buffer: the next exchange takes a new one (the last
+        // answer's bytes may still be on their way to the client in this one's memory).
+        conn.drop_buffer();
         let now = Instant::now();
         let mut idle = self.idle.lock();
         let at = match idle.iter().position(|(o, _)| *o == origin) {
