@@ -472,7 +472,11 @@ fn parse_answer(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, E
         if version == Version::HTTP_10 {
             return Err(ExchangeError::Framing("Transfer-Encoding in HTTP/1.0"));
         }
-        if !only_chunked(&headers) {
+        let named = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().trim_ascii().is_empty());
+        if !named || !crate::headers::only_chunked(&headers) {
             return Err(ExchangeError::Framing("a transfer coding besides chunked"));
         }
         // Both framings at once (RFC 9112 §6.3: the coding wins): read, but not trusted
@@ -517,17 +521,6 @@ fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
     } else {
         has("keep-alive") && !has("close")
     }
-}
-
-/// Whether `Transfer-Encoding` is `chunked` alone.
-fn only_chunked(headers: &HeaderMap) -> bool {
-    let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty());
-    matches!((codings.next(), codings.next()), (Some(c), None) if c.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Where an answer's body is in its framing.

@@ -176,7 +176,7 @@ pub(crate) fn strip_answer_hop_by_hop(headers: &mut HeaderMap) -> bool {
 
 /// Whether a message's `Transfer-Encoding`, if any, is `chunked` alone: the one coding
 /// hyper removes. Any other is still applied to the body it hands over.
-fn only_chunked(headers: &HeaderMap) -> bool {
+pub(crate) fn only_chunked(headers: &HeaderMap) -> bool {
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()

@@ -16,9 +16,11 @@ use http::uri::{Authority, Uri};
 use http::{Method, Request, Response};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
 use tower::Service as _;
 
 /// How long an idle connection is kept.
@@ -139,13 +141,7 @@ impl Http1Pool {
         upstream: &Uri,
         request: Request<Body>,
     ) -> Result<Response<Body>, PoolError> {
-        let io = self
-            .connector
-            .clone()
-            .call(upstream.clone())
-            .await
-            .map_err(|e| PoolError::Connect(e.into()))?;
-        let (mut sender, connection) = http1::handshake(io).await?;
+        let (mut sender, connection) = http1::handshake(self.open(upstream).await?).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upstream connection ended with an error");
@@ -156,13 +152,17 @@ impl Http1Pool {
     }
 
     async fn connect(&self, upstream: &Uri) -> Result<Conn, PoolError> {
-        let io = self
-            .connector
+        Ok(Conn::new(self.open(upstream).await?.into_inner()))
+    }
+
+    /// A new TCP connection to `upstream`'s origin (connect timeout, `TCP_NODELAY`,
+    /// keep-alive probes as the connector is set).
+    async fn open(&self, upstream: &Uri) -> Result<TokioIo<TcpStream>, PoolError> {
+        self.connector
             .clone()
             .call(upstream.clone())
             .await
-            .map_err(|e| PoolError::Connect(e.into()))?;
-        Ok(Conn::new(io.into_inner()))
+            .map_err(|e| PoolError::Connect(e.into()))
     }
 
     fn home(self: &Arc<Self>, origin: Authority) -> Home {
