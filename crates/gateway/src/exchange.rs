@@ -1002,4 +1002,57 @@ mod tests {
         assert_eq!(h.outgoing, Outgoing::Chunked);
         assert_eq!(text(&h).matches("transfer-encoding").count(), 1);
     }
+
+    proptest::proptest! {
+        /// Whatever an upstream sends, in whatever pieces, decoding ends (a body, an
+        /// error, or a wait for more) and never panics; so does parsing it as a head.
+        #[test]
+        fn any_bytes_in_any_pieces_decode_without_panic(
+            wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            piece in 1usize..64,
+            chunked in proptest::prelude::any::<bool>(),
+        ) {
+            let framing = if chunked { Decode::ChunkSize } else { Decode::Length(100) };
+            let _ = decode(framing, &wire, piece);
+            let _ = parse_answer(&mut BytesMut::from(&wire[..]), &Method::GET);
+        }
+
+        /// A chunked body, cut into any chunks (with extensions and trailers), decodes to
+        /// itself in any pieces, and the bytes after it are left for the connection to
+        /// answer for.
+        #[test]
+        fn chunked_bodies_round_trip(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            cuts in proptest::collection::vec(1usize..300, 1..20),
+            piece in 1usize..97,
+            ext in proptest::prelude::any::<bool>(),
+            trailers in 0usize..3,
+            after in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+        ) {
+            let mut wire = Vec::new();
+            let mut rest = &body[..];
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap_or(&1)).min(rest.len());
+                let ext = if ext { ";name=\"v\"" } else { "" };
+                wire.extend_from_slice(format!("{n:x}{ext}\r\n").as_bytes());
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+            }
+            wire.extend_from_slice(b"0\r\n");
+            for t in 0..trailers {
+                wire.extend_from_slice(format!("x-t{t}: v\r\n").as_bytes());
+            }
+            wire.extend_from_slice(b"\r\n");
+            let end = wire.len();
+            wire.extend_from_slice(&after);
+            let (decoded, _) = decode(Decode::ChunkSize, &wire[..end], piece).unwrap();
+            proptest::prop_assert_eq!(&decoded, &body);
+            // With bytes after the end, they stay in the buffer: the body is the same.
+            let (decoded, left) = decode(Decode::ChunkSize, &wire, wire.len()).unwrap();
+            proptest::prop_assert_eq!(&decoded, &body);
+            proptest::prop_assert_eq!(left, after.len());
+        }
+    }
 }
