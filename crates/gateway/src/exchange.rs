@@ -299,40 +299,70 @@ type UploadResult = Result<OwnedWriteHalf, ExchangeError>;
 /// The task sending a request's body: dropped, it stops (with the exchange it serves).
 pub(crate) type Upload = AbortOnDropHandle<UploadResult>;
 
+/// Sends the head, with the body's first bytes when the client sent them with it: a body
+/// that fails at once (a malformed first chunk) then leaves nothing at the upstream, as a
+/// request the gateway refuses writes nothing. A body still to come does not hold the head
+/// back (the upstream may answer from the head alone). The length is held to what the
+/// head declared.
 async fn upload(mut write: OwnedWriteHalf, head: Head, mut body: Body) -> UploadResult {
-    write.write_all(&head.bytes).await?;
+    let mut unsent_head = Some(Bytes::from(head.bytes));
     let mut sent: u64 = 0;
-    while let Some(frame) = body.frame().await {
+    // The client's connection task decodes what it has already read once asked; one turn
+    // of the event loop lets it.
+    let mut first = tokio::select! {
+        biased;
+        frame = body.frame() => Some(frame),
+        () = tokio::task::yield_now() => None,
+    };
+    if first.is_none() {
+        let mut head = unsent_head.take().unwrap_or_default();
+        write.write_all_buf(&mut head).await?;
+    }
+    loop {
+        let frame = match first.take() {
+            Some(frame) => frame,
+            None => body.frame().await,
+        };
+        let Some(frame) = frame else {
+            break;
+        };
         let frame = frame.map_err(ExchangeError::Body)?;
         // Trailers are dropped: `Trailer` is hop-by-hop and went with the head.
-        let Ok(mut data) = frame.into_data() else {
+        let Ok(data) = frame.into_data() else {
             continue;
         };
         if data.is_empty() {
             continue;
         }
         sent += data.len() as u64;
-        match head.outgoing {
-            Outgoing::Length(n) => {
-                if sent > n {
-                    return Err(ExchangeError::BodyLength);
-                }
-                write.write_all_buf(&mut data).await?;
-            }
-            Outgoing::Chunked => {
-                let mut chunk = Bytes::from(format!("{:X}\r\n", data.len()))
-                    .chain(data)
-                    .chain(&b"\r\n"[..]);
-                write.write_all_buf(&mut chunk).await?;
-            }
+        let (size_line, after) = match head.outgoing {
+            Outgoing::Length(n) if sent > n => return Err(ExchangeError::BodyLength),
+            Outgoing::Length(_) => (Bytes::new(), Bytes::new()),
+            Outgoing::Chunked => (
+                Bytes::from(format!("{:X}\r\n", data.len())),
+                Bytes::from_static(b"\r\n"),
+            ),
             Outgoing::None => return Err(ExchangeError::BodyLength),
+        };
+        let mut out = unsent_head
+            .take()
+            .unwrap_or_default()
+            .chain(size_line)
+            .chain(data)
+            .chain(after);
+        write.write_all_buf(&mut out).await?;
+    }
+    if let Outgoing::Length(n) = head.outgoing {
+        if sent != n {
+            return Err(ExchangeError::BodyLength);
         }
     }
-    match head.outgoing {
-        Outgoing::Length(n) if sent != n => return Err(ExchangeError::BodyLength),
-        Outgoing::Chunked => write.write_all(b"0\r\n\r\n").await?,
-        _ => {}
-    }
+    let end = match head.outgoing {
+        Outgoing::Chunked => Bytes::from_static(b"0\r\n\r\n"),
+        _ => Bytes::new(),
+    };
+    let mut out = unsent_head.take().unwrap_or_default().chain(end);
+    write.write_all_buf(&mut out).await?;
     Ok(write)
 }
 

@@ -50,6 +50,11 @@ impl PoolError {
     pub(crate) fn is_bad_framing(&self) -> bool {
         matches!(self, PoolError::Exchange(ExchangeError::Framing(_)))
     }
+
+    /// Whether the client's body did not match the length its head declared.
+    pub(crate) fn is_body_length(&self) -> bool {
+        matches!(self, PoolError::Exchange(ExchangeError::BodyLength))
+    }
 }
 
 pub(crate) struct Http1Pool {

@@ -396,6 +396,11 @@ fn request_body_failure(error: &(dyn std::error::Error + 'static)) -> Option<Bod
         if e.is::<http_body_util::LengthLimitError>() {
             return Some(BodyFailure::TooLarge);
         }
+        if e.downcast_ref::<PoolError>()
+            .is_some_and(PoolError::is_body_length)
+        {
+            return Some(BodyFailure::Malformed);
+        }
         if e.is::<axum::Error>() {
             failure = Some(BodyFailure::Malformed);
         }

@@ -342,11 +342,29 @@ async fn concurrency_outside_cloud_runs_range_is_refused_at_start() {
     }
 }
 
+/// A body malformed from its first chunk is a 400 `bad_request_body`, and the upstream is
+/// sent nothing of the request (its head goes out with the body's first bytes): a request
+/// the gateway refuses writes nothing. Before that, the head went out first and the
+/// upstream saw a request cut short.
 #[tokio::test]
 async fn a_malformed_chunked_body_is_the_clients_error_not_the_upstreams() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let issuer = Issuer::start().await;
-    let up = echo_upstream().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let received = Arc::new(parking_lot::Mutex::new(Vec::<u8>::new()));
+    let log = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    log.lock().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
     let gw = gateway(&checked_route(&issuer, up, &["allUsers"])).await;
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     stream
@@ -364,6 +382,13 @@ async fn a_malformed_chunked_body_is_the_clients_error_not_the_upstreams() {
     let head = String::from_utf8_lossy(&answer);
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     assert!(head.contains("bad_request_body"), "{head}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let seen = received.lock().clone();
+    assert!(
+        seen.is_empty(),
+        "the upstream was sent: {}",
+        String::from_utf8_lossy(&seen)
+    );
 }
 
 /// An `https://` upstream: its certificate is checked (a self-signed one is refused unless
