@@ -539,13 +539,7 @@ fn parse_answer(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, E
 
 /// Whether the answer lets the connection carry another request (RFC 9112 §9.3).
 fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    };
+    let has = |token| crate::headers::has_token(headers, header::CONNECTION, token);
     if version == Version::HTTP_11 {
         !has("close")
     } else {

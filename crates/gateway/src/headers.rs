@@ -225,7 +225,7 @@ pub(crate) fn take_hop_by_hop(request: &mut http::Request<impl Sized>) -> Hop {
 }
 
 /// Whether a comma-separated header's values include `token` (any case).
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
