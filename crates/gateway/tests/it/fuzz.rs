@@ -9,7 +9,13 @@
 //! X-Goog-* / X-Forwarded-* / X-Gatehouse-* identity headers in any case, hop-by-hop
 //! headers, obs-fold, huge and non-UTF-8 values). Invariants: never a 500; the gateway keeps
 //! serving; the protected upstream sees no request whose head lacks the valid token; no
-//! upstream ever sees an identity header the gateway did not set itself.
+//! upstream ever sees an identity header the gateway did not set itself; no upstream sees a
+//! request the harness did not send.
+//!
+//! Each case's head carries a tag ([`CASE_TAG`]) naming the case, and what an upstream records
+//! is judged against the request with its tag, not against whichever case is running when
+//! the record lands: a request whose body fails midway may reach its upstream after the
+//! client already had its answer.
 
 use crate::support::*;
 use axum::Router;
@@ -29,7 +35,14 @@ const EMAIL: &str = "alice@example.com";
 const SPOOF: &str = "accounts.google.com:admin@evil.example";
 
 /// What an upstream received: (path, headers as raw name/value bytes).
-type Seen = Vec<(String, Vec<(String, Vec<u8>)>)>;
+type Record = (String, Vec<(String, Vec<u8>)>);
+type Seen = Vec<Record>;
+
+/// The header naming the case a request belongs to; the gateway passes it on like any other.
+const CASE_TAG: &str = "x-fuzz-case";
+
+/// How many past cases' requests are kept for records that land late.
+const RECENT_CASES: usize = 1024;
 
 async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Seen>>) {
     let seen: Arc<Mutex<Seen>> = Arc::default();
@@ -62,6 +75,8 @@ pub struct Harness {
     /// Tokens it must refuse: expired, wrong audience, signed by a stranger.
     refused: [String; 3],
     pub stats: Stats,
+    /// The last [`RECENT_CASES`] requests by their tag.
+    recent: std::collections::VecDeque<(u64, Vec<u8>)>,
 }
 
 /// What the cases came to, for the report.
@@ -110,7 +125,7 @@ impl Harness {
             ];
             (gateway, protected, public, issuer.token(EMAIL), refused)
         });
-        let harness = Harness {
+        let mut harness = Harness {
             runtime,
             gateway,
             protected,
@@ -118,15 +133,15 @@ impl Harness {
             valid,
             refused,
             stats: Stats::default(),
+            recent: std::collections::VecDeque::with_capacity(RECENT_CASES),
         };
         harness.assert_serving();
         harness
     }
 
     /// The gateway still answers a plain request on the public route, and its task lives.
-    pub fn assert_serving(&self) {
+    pub fn assert_serving(&mut self) {
         assert!(!self.gateway.task.is_finished(), "the gateway task ended");
-        self.public.lock().clear();
         let head = b"GET /public/alive HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
         let answer = exchange(self.gateway.addr, head);
         assert_eq!(
@@ -135,15 +150,22 @@ impl Harness {
             "the gateway stopped serving: {:?}",
             answer.map(|a| String::from_utf8_lossy(&a).into_owned())
         );
-        assert_eq!(self.public.lock().len(), 1);
-        self.public.lock().clear();
+        let public = std::mem::take(&mut *self.public.lock());
+        let (alive, late): (Seen, Seen) = public
+            .into_iter()
+            .partition(|(path, headers)| path == "/public/alive" && tag_of(headers).is_none());
+        assert_eq!(alive.len(), 1, "the upstream saw {alive:?}");
+        self.judge_seen(&[], &late);
     }
 
     /// One input: the head it chooses goes through the gateway; every invariant is checked.
     pub fn check(&mut self, data: &[u8]) {
-        let request = build_request(data, &self.valid, &self.refused);
-        self.protected.lock().clear();
-        self.public.lock().clear();
+        let case = self.stats.cases;
+        let request = tagged(&build_request(data, &self.valid, &self.refused), case);
+        if self.recent.len() == RECENT_CASES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((case, request.clone()));
         let started = std::time::Instant::now();
         let answer = exchange(self.gateway.addr, &request);
         let slow = started.elapsed() > Duration::from_secs(1);
@@ -163,29 +185,46 @@ impl Harness {
         }
         let protected = std::mem::take(&mut *self.protected.lock());
         let public = std::mem::take(&mut *self.public.lock());
-        self.judge(&request, answer.as_deref(), &protected, &public);
+        self.judge_answer(&request, answer.as_deref());
+        self.judge_seen(&protected, &public);
     }
 
-    /// The invariants, over what the client got and what each upstream saw.
-    fn judge(&mut self, request: &[u8], answer: Option<&[u8]>, protected: &Seen, public: &Seen) {
-        let shown = || String::from_utf8_lossy(&request[..request.len().min(2048)]).into_owned();
+    /// The invariants over what the client got.
+    fn judge_answer(&mut self, request: &[u8], answer: Option<&[u8]>) {
         self.stats.cases += 1;
         match answer.and_then(status_of) {
             Some(status) => {
                 *self.stats.by_status.entry(status).or_default() += 1;
-                assert_ne!(status, 500, "500 for:\n{}", shown());
+                assert_ne!(status, 500, "500 for:\n{}", shown(request));
             }
             None => self.stats.closed_without_answer += 1,
         }
-        let had_valid = contains(request, self.valid.as_bytes());
+    }
+
+    /// The invariants over what each upstream saw, each record against the request its tag
+    /// names.
+    fn judge_seen(&mut self, protected: &[Record], public: &[Record]) {
         self.stats.reached_protected += protected.len() as u64;
         self.stats.reached_public += public.len() as u64;
-        assert!(
-            protected.is_empty() || had_valid,
-            "a request without the valid token reached the protected upstream:\n{}",
-            shown()
-        );
+        let sent = |headers: &[(String, Vec<u8>)]| -> &[u8] {
+            let tag = tag_of(headers);
+            let found = self.recent.iter().find(|(case, _)| Some(*case) == tag);
+            match found {
+                Some((_, request)) => request,
+                None => panic!("an upstream saw a request the harness did not send: {headers:?}"),
+            }
+        };
+        for (_, headers) in protected {
+            let request = sent(headers);
+            assert!(
+                contains(request, self.valid.as_bytes()),
+                "a request without the valid token reached the protected upstream:\n{}",
+                shown(request)
+            );
+        }
         for (path, headers) in protected.iter().chain(public) {
+            let request = sent(headers);
+            let had_valid = contains(request, self.valid.as_bytes());
             for (name, value) in headers {
                 if !is_identity_header(name) {
                     continue;
@@ -208,7 +247,7 @@ impl Harness {
                 assert!(
                     expected && count == 1 && had_valid,
                     "upstream saw {name}: {value_text} on {path} (x{count}) for:\n{}",
-                    shown()
+                    shown(request)
                 );
             }
         }
@@ -237,6 +276,25 @@ fn is_identity_header(name: &str) -> bool {
             "x-forwarded-access-token",
         ]
         .contains(&n.as_str())
+}
+
+/// `request` with its case's tag as the first header line (whatever the rest of its head).
+fn tagged(request: &[u8], case: u64) -> Vec<u8> {
+    let line_end = request
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let tag = format!("{CASE_TAG}: {case}\r\n");
+    [&request[..line_end], tag.as_bytes(), &request[line_end..]].concat()
+}
+
+fn tag_of(headers: &[(String, Vec<u8>)]) -> Option<u64> {
+    let (_, value) = headers.iter().find(|(name, _)| name == CASE_TAG)?;
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+fn shown(request: &[u8]) -> String {
+    String::from_utf8_lossy(&request[..request.len().min(2048)]).into_owned()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -646,44 +704,65 @@ mod tests {
         }
     }
 
-    /// The invariants can fail: a 500, a protected upstream reached without the token, and
-    /// a spoofed identity header at an upstream are each caught.
+    /// The invariants can fail: a 500, a protected upstream reached without the token, a
+    /// spoofed identity header at an upstream, and a record no case sent are each caught;
+    /// a record is judged by its tag, whenever it lands.
     #[test]
     fn the_invariants_catch_what_they_claim_to() {
         let mut harness = Harness::start();
-        let request = b"GET /public/x HTTP/1.1\r\nX-Goog-Authenticated-User-Email: evil\r\n\r\n";
+        let spoofing = b"GET /public/x HTTP/1.1\r\nX-Goog-Authenticated-User-Email: evil\r\n\r\n";
+        let authorised = format!(
+            "GET /x HTTP/1.1\r\nAuthorization: Bearer {}\r\n\r\n",
+            harness.valid
+        );
+        harness.recent.push_back((0, tagged(spoofing, 0)));
+        harness
+            .recent
+            .push_back((1, tagged(authorised.as_bytes(), 1)));
         let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-        let seen = |name: &str, value: &str| -> Seen {
-            vec![(
-                "/public/x".into(),
-                vec![(name.to_owned(), value.as_bytes().to_vec())],
-            )]
+        let seen = |case: Option<u64>, name: &str, value: &str| -> Seen {
+            let mut headers = vec![(name.to_owned(), value.as_bytes().to_vec())];
+            headers.extend(case.map(|c| (CASE_TAG.to_owned(), c.to_string().into_bytes())));
+            vec![("/public/x".into(), headers)]
         };
-        let mut judge = |answer: &[u8], protected: Seen, public: Seen| {
+        let mut fails = |answer: &[u8], protected: Seen, public: Seen| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                harness.judge(request, Some(answer), &protected, &public)
+                harness.judge_answer(spoofing, Some(answer));
+                harness.judge_seen(&protected, &public);
             }))
             .is_err()
         };
         assert!(
-            !judge(ok, vec![], seen("accept", "*/*")),
+            !fails(
+                ok,
+                seen(Some(1), "accept", "*/*"),
+                seen(Some(0), "accept", "*/*")
+            ),
             "a clean case must pass"
         );
-        assert!(judge(
+        assert!(fails(
             b"HTTP/1.1 500 Internal Server Error\r\n\r\n",
             vec![],
             vec![]
         ));
         assert!(
-            judge(ok, seen("accept", "*/*"), vec![]),
+            fails(ok, seen(Some(0), "accept", "*/*"), vec![]),
             "protected reached without a token"
         );
-        assert!(judge(
+        assert!(
+            fails(ok, seen(None, "accept", "*/*"), vec![]),
+            "a record without a tag"
+        );
+        assert!(
+            fails(ok, vec![], seen(Some(7), "accept", "*/*")),
+            "a record of a case never sent"
+        );
+        assert!(fails(
             ok,
             vec![],
-            seen("X-Goog-Authenticated-User-Email", "evil")
+            seen(Some(0), "X-Goog-Authenticated-User-Email", "evil")
         ));
-        assert!(judge(ok, vec![], seen("x-forwarded-user", "evil")));
+        assert!(fails(ok, vec![], seen(Some(0), "x-forwarded-user", "evil")));
         harness.finish();
     }
 }
