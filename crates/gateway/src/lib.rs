@@ -17,6 +17,7 @@ mod cors;
 mod endpoints;
 mod exchange;
 mod headers;
+mod idle;
 pub mod metrics;
 mod paths;
 mod pool;

@@ -330,12 +330,12 @@ pub(crate) async fn forward(
             let _slot = slot;
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client_io, upstream_io)) => {
-                    let activity = Arc::new(crate::server::Activity::new());
+                    let activity = Arc::new(crate::idle::Activity::new());
                     let mut client_io =
-                        crate::server::IdleIo::new(TokioIo::new(client_io), activity.clone());
+                        crate::idle::IdleIo::new(TokioIo::new(client_io), activity.clone());
                     let mut upstream_io = TokioIo::new(upstream_io);
                     let copied = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io);
-                    match crate::server::until_idle(copied, &activity, idle).await {
+                    match crate::idle::until_idle(copied, &activity, idle).await {
                         Some(Err(error)) => {
                             tracing::debug!(route = %route_name, %error, "upgraded connection ended");
                         }

@@ -12,6 +12,7 @@
 
 use crate::assertion::{AssertionKeyError, AssertionSigner};
 use crate::config::{Config, ConfigError, Limits, Timeouts};
+use crate::idle::{IdleIo, Order, Watchdog};
 use crate::metrics::Metrics;
 use crate::proxy::Upstreams;
 use crate::routes::Snapshot;
@@ -28,12 +29,11 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -578,6 +578,8 @@ async fn accept_loop(
     // Every connection's task, so that a shutdown can wait for them to finish.
     let connections_open = TaskTracker::new();
     let builders = Arc::new(Builders::new(&shared.limits, &shared.timeouts));
+    // Watches until the loop returns, after the drain.
+    let (watchdog, _watching) = Watchdog::start(shared.timeouts.idle, shutdown.clone());
     loop {
         let (stream, peer, permit) =
             match next_connection(&listener, &connections, seat.as_mut(), &mut shutdown).await {
@@ -613,6 +615,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let builders = builders.clone();
+        let watchdog = watchdog.clone();
         let mut stop = shutdown.clone();
         // A connection that sends nothing is idle, and has not started a head either.
         let first_bytes_within = shared.timeouts.header_read.min(shared.timeouts.idle);
@@ -634,8 +637,8 @@ async fn accept_loop(
                     };
                     if let Some(protocol) = protocol {
                         let conn = ConnInfo::new(peer, false, slot);
-                        serve_connection(stream, protocol, conn, kind, &shared, &builders, stop)
-                            .await
+                        let served = (&shared, &*builders, &*watchdog);
+                        serve_connection(stream, protocol, conn, kind, served).await
                     }
                 }
                 Some(acceptor) => {
@@ -653,10 +656,8 @@ async fn accept_loop(
                                     _ => Protocol::Detect,
                                 };
                                 let conn = ConnInfo::new(peer, true, slot);
-                                serve_connection(
-                                    stream, protocol, conn, kind, &shared, &builders, stop,
-                                )
-                                .await
+                                let served = (&shared, &*builders, &*watchdog);
+                                serve_connection(stream, protocol, conn, kind, served).await
                             }
                             Ok(Err(error)) => {
                                 tracing::debug!(%peer, %error, "TLS handshake failed")
@@ -771,19 +772,13 @@ async fn serve_connection<IO>(
     protocol: Protocol,
     conn: ConnInfo,
     kind: Listener,
-    shared: &Arc<Shared>,
-    builders: &Builders,
-    mut stop: watch::Receiver<bool>,
+    (shared, builders, watchdog): (&Arc<Shared>, &Builders, &Watchdog),
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
-    let idle = shared.timeouts.idle;
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(IdleIo {
-        inner: io,
-        activity: activity.clone(),
-    });
+    let watched = watchdog.watch();
+    let io = TokioIo::new(IdleIo::new(io, watched.activity.clone()));
     // Per connection, so that what each request clones is not shared with other threads.
     let state = Arc::new((shared.clone(), kind, conn));
     let hyper_service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -826,145 +821,31 @@ async fn serve_connection<IO>(
         ),
     };
     tokio::pin!(connection);
-    let check = idle_check(idle);
-    let mut quiet_since = Instant::now();
     let mut draining = false;
-    loop {
-        let served = std::future::poll_fn(|cx| match connection.as_mut().as_pin_mut() {
-            Either::Left(http1) => http1.poll(cx).map_err(|e| e.to_string()),
-            Either::Right(detected) => detected.poll(cx).map_err(|e| e.to_string()),
-        });
-        tokio::select! {
-            result = served => {
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
-                }
-                return;
-            }
+    let served = std::future::poll_fn(|cx| {
+        match watched.order(cx) {
+            Order::Serve => {}
+            Order::Drain if draining => {}
             // Finish the request in flight (if any), then close.
-            _ = stop.wait_for(|stopping| *stopping), if !draining => {
+            Order::Drain => {
                 draining = true;
                 match connection.as_mut().as_pin_mut() {
                     Either::Left(http1) => http1.graceful_shutdown(),
                     Either::Right(detected) => detected.graceful_shutdown(),
                 }
             }
-            _ = tokio::time::sleep(check) => {
-                if activity.take() {
-                    quiet_since = Instant::now();
-                } else if quiet_since.elapsed() >= idle {
-                    tracing::debug!(%peer, "closing idle connection");
-                    return;
-                }
+            Order::Close => {
+                tracing::debug!(%peer, "closing idle connection");
+                return Poll::Ready(Ok(()));
             }
         }
-    }
-}
-
-/// How often idleness is looked at: a connection closes between `idle` and
-/// `idle + 2 * check` after its last byte.
-fn idle_check(idle: Duration) -> Duration {
-    (idle / 8).max(Duration::from_millis(50))
-}
-
-/// `work` to its end, or `None` once `activity` shows nothing moved for `idle`.
-pub(crate) async fn until_idle<T>(
-    work: impl Future<Output = T>,
-    activity: &Activity,
-    idle: Duration,
-) -> Option<T> {
-    tokio::pin!(work);
-    let check = idle_check(idle);
-    let mut quiet_since = Instant::now();
-    loop {
-        tokio::select! {
-            out = &mut work => return Some(out),
-            _ = tokio::time::sleep(check) => {
-                if activity.take() {
-                    quiet_since = Instant::now();
-                } else if quiet_since.elapsed() >= idle {
-                    return None;
-                }
-            }
+        match connection.as_mut().as_pin_mut() {
+            Either::Left(http1) => http1.poll(cx).map_err(|e| e.to_string()),
+            Either::Right(detected) => detected.poll(cx).map_err(|e| e.to_string()),
         }
-    }
-}
-
-/// Whether the connection moved a byte since the idle check last looked. A flag, not a
-/// time: every read and write sets it, and setting a flag costs less than reading the
-/// clock.
-pub(crate) struct Activity(AtomicBool);
-
-impl Activity {
-    pub(crate) fn new() -> Self {
-        Activity(AtomicBool::new(false))
-    }
-    fn touch(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-    fn take(&self) -> bool {
-        self.0.swap(false, Ordering::Relaxed)
-    }
-}
-
-/// An IO that records activity, for the idle timeout.
-pub(crate) struct IdleIo<T> {
-    inner: T,
-    activity: Arc<Activity>,
-}
-
-impl<T> IdleIo<T> {
-    pub(crate) fn new(inner: T, activity: Arc<Activity>) -> Self {
-        IdleIo { inner, activity }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+    });
+    if let Err(error) = served.await {
+        tracing::debug!(%peer, %error, "connection ended with an error");
     }
 }
 
