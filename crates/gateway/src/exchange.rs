@@ -237,8 +237,13 @@ fn single_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
     found.map(Ok)
 }
 
-/// Sends the head of a request without a body and reads the answer's head.
-pub(crate) async fn without_body(conn: &mut Conn, head: &Head) -> Result<Answer, ExchangeError> {
+/// Sends the head of a request without a body and reads the answer's head, its headers
+/// into `room` when there is one (see [`Room`]).
+pub(crate) async fn without_body(
+    conn: &mut Conn,
+    head: &Head,
+    room: &mut Room,
+) -> Result<Answer, ExchangeError> {
     let Some(write) = conn.write.as_mut() else {
         return Err(ExchangeError::Upload);
     };
@@ -247,7 +252,30 @@ pub(crate) async fn without_body(conn: &mut Conn, head: &Head) -> Result<Answer,
         .await
         .map_err(ExchangeError::Unsent)?;
     let mut reading = Reading::default();
-    std::future::poll_fn(|cx| poll_answer(conn, &head.method, &mut reading, cx)).await
+    std::future::poll_fn(|cx| poll_answer(conn, &head.method, &mut reading, room, cx)).await
+}
+
+/// An emptied header map to hold an answer's headers: the request's own, once its head is
+/// encoded. hyper hands a response's map back as the connection's next request's, so one
+/// allocation serves all of a connection's requests, grown once to fit what the gateway
+/// adds to them; without it, every answer allocated a map and every request grew one.
+pub(crate) struct Room(Option<HeaderMap>);
+
+impl Room {
+    pub(crate) fn new(mut headers: HeaderMap) -> Room {
+        headers.clear();
+        Room(Some(headers))
+    }
+
+    fn take(&mut self, fields: usize) -> HeaderMap {
+        match self.0.take() {
+            Some(mut headers) => {
+                headers.reserve(fields);
+                headers
+            }
+            None => HeaderMap::with_capacity(fields),
+        }
+    }
 }
 
 /// Sends a request with a body: the head and the body from a task of their own, so that
@@ -258,6 +286,7 @@ pub(crate) async fn with_body(
     mut conn: Conn,
     head: Head,
     body: Body,
+    mut room: Room,
 ) -> Result<(Conn, Answer, Option<Upload>), ExchangeError> {
     let write = conn.write.take().ok_or(ExchangeError::Upload)?;
     let method = head.method.clone();
@@ -284,7 +313,7 @@ pub(crate) async fn with_body(
                 }
             }
         }
-        poll_answer(&mut conn, &method, &mut reading, cx)
+        poll_answer(&mut conn, &method, &mut reading, &mut room, cx)
     })
     .await;
     // On an error the upload, if still going, stops as its handle drops.
@@ -395,11 +424,12 @@ fn poll_answer(
     conn: &mut Conn,
     method: &Method,
     reading: &mut Reading,
+    room: &mut Room,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Answer, ExchangeError>> {
     loop {
         if !conn.buf.is_empty() {
-            match parse_answer(&mut conn.buf, method)? {
+            match parse_answer(&mut conn.buf, method, room)? {
                 Some(Parsed::Interim) => {
                     reading.interim += 1;
                     if reading.interim > MAX_INTERIM {
@@ -444,7 +474,11 @@ enum Parsed {
 }
 
 /// Parses an answer head at the front of `buf`, consuming it once complete.
-fn parse_answer(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, ExchangeError> {
+fn parse_answer(
+    buf: &mut BytesMut,
+    method: &Method,
+    room: &mut Room,
+) -> Result<Option<Parsed>, ExchangeError> {
     // Left uninitialised: zeroing room for 100 fields cost more than parsing a usual head.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
@@ -483,7 +517,7 @@ fn parse_answer(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, E
         named.push((name, at, at + field.value.len()));
     }
     let head_bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(named.len());
+    let mut headers = room.take(named.len());
     for (name, start, end) in named {
         let value = HeaderValue::from_maybe_shared(head_bytes.slice(start..end))
             .map_err(|_| ExchangeError::Malformed("bad header value"))?;
@@ -820,7 +854,7 @@ mod tests {
     fn parse(head: &str, method: Method) -> Result<Answer, ExchangeError> {
         let mut buf = BytesMut::from(head);
         loop {
-            match parse_answer(&mut buf, &method)? {
+            match parse_answer(&mut buf, &method, &mut Room(None))? {
                 Some(Parsed::Final(answer)) => return Ok(answer),
                 Some(Parsed::Interim) => continue,
                 None => panic!("partial head"),
@@ -1038,7 +1072,7 @@ mod tests {
         ) {
             let framing = if chunked { Decode::ChunkSize } else { Decode::Length(100) };
             let _ = decode(framing, &wire, piece);
-            let _ = parse_answer(&mut BytesMut::from(&wire[..]), &Method::GET);
+            let _ = parse_answer(&mut BytesMut::from(&wire[..]), &Method::GET, &mut Room(None));
         }
 
         /// A chunked body, cut into any chunks (with extensions and trailers), decodes to

@@ -10,7 +10,7 @@
 //! to the socket (`exchange`), so taking and returning one is a short lock held by one
 //! thread.
 
-use crate::exchange::{self, AnswerBody, Conn, ExchangeError, Head, Release};
+use crate::exchange::{self, AnswerBody, Conn, ExchangeError, Head, Release, Room};
 use axum::body::Body;
 use http::uri::{Authority, Uri};
 use http::{Method, Request, Response};
@@ -109,19 +109,20 @@ impl Http1Pool {
     ) -> Result<Response<Body>, PoolError> {
         let origin = upstream.authority().ok_or(PoolError::NoAuthority)?.clone();
         let head = Head::encode(&request);
+        let (parts, body) = request.into_parts();
+        let mut room = Room::new(parts.headers);
         if head.has_body() {
             let conn = match self.take(&origin) {
                 Some((conn, _)) => conn,
                 None => self.connect(upstream).await?,
             };
-            let (conn, answer, upload) =
-                exchange::with_body(conn, head, request.into_body()).await?;
+            let (conn, answer, upload) = exchange::with_body(conn, head, body, room).await?;
             let body = AnswerBody::new(conn, &answer, upload, self.home(origin));
             return Ok(exchange::response(answer, body));
         }
-        drop(request);
+        drop(body);
         while let Some((mut conn, idle_for)) = self.take(&origin) {
-            match exchange::without_body(&mut conn, &head).await {
+            match exchange::without_body(&mut conn, &head, &mut room).await {
                 Ok(answer) => return Ok(self.respond(origin, conn, answer)),
                 // Gone before the request went out: nothing was asked of the upstream.
                 Err(ExchangeError::Unsent(_)) => continue,
@@ -135,7 +136,7 @@ impl Http1Pool {
             }
         }
         let mut conn = self.connect(upstream).await?;
-        let answer = exchange::without_body(&mut conn, &head).await?;
+        let answer = exchange::without_body(&mut conn, &head, &mut room).await?;
         Ok(self.respond(origin, conn, answer))
     }
 

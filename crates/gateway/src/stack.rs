@@ -637,6 +637,9 @@ async fn admit(
     if let Err(refusal) = rate_limit(ctx, &verdict, outcome) {
         return refusal;
     }
+    // Room for what the gateway adds (identity and forwarding headers) in one step: hyper
+    // sizes the map for the client's headers alone, and it would grow more than once.
+    request.headers_mut().reserve(8);
     if let Verdict::Verified(identity) = &verdict {
         set_identity(
             shared,
