@@ -258,7 +258,8 @@ pub(crate) async fn without_body(
 /// An emptied header map to hold an answer's headers: the request's own, once its head is
 /// encoded. hyper hands a response's map back as the connection's next request's, so one
 /// allocation serves all of a connection's requests, grown once to fit what the gateway
-/// adds to them; without it, every answer allocated a map and every request grew one.
+/// adds to them; without it, every answer allocated a map and every request grew one. (A
+/// connection keeps the room of its largest request, which hyper's 100-field limit bounds.)
 pub(crate) struct Room(Option<HeaderMap>);
 
 impl Room {

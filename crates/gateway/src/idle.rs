@@ -175,10 +175,15 @@ pub(crate) struct Watchdog {
 
 struct Kennel {
     stopping: bool,
-    /// Each connection with the last time its watchdog saw it move; closed ones are
-    /// dropped at the next look.
+    /// Each connection with the last time its watchdog saw it move. Closed ones are
+    /// forgotten at the next look, or sooner when many come and go between looks.
     watched: Vec<(Weak<Watched>, Instant)>,
+    /// The length at which closed ones are forgotten on the next `watch`.
+    forget_at: usize,
 }
+
+/// The least `Kennel::forget_at`.
+const FORGET_AT_LEAST: usize = 64;
 
 impl Watchdog {
     /// A watchdog closing connections idle for `idle`, and draining them all once `stop`
@@ -192,6 +197,7 @@ impl Watchdog {
             state: Mutex::new(Kennel {
                 stopping: false,
                 watched: Vec::new(),
+                forget_at: FORGET_AT_LEAST,
             }),
         });
         let looking = watchdog.clone();
@@ -226,6 +232,13 @@ impl Watchdog {
         kennel
             .watched
             .push((Arc::downgrade(&watched), Instant::now()));
+        // A closed connection's entry holds its allocation until forgotten: with many short
+        // connections between two looks (one every idle/8), the list would grow without
+        // bound. Forgotten here once it doubles, it stays within twice the open ones.
+        if kennel.watched.len() >= kennel.forget_at {
+            kennel.watched.retain(|(w, _)| w.strong_count() > 0);
+            kennel.forget_at = (kennel.watched.len() * 2).max(FORGET_AT_LEAST);
+        }
         watched
     }
 
@@ -324,6 +337,24 @@ mod tests {
         // An idle close still comes after a drain began.
         dog.look(Instant::now() + Duration::from_secs(3601));
         assert_eq!(order_of(&open), Order::Close);
+    }
+
+    #[tokio::test]
+    async fn closed_connections_are_forgotten_between_looks() {
+        let (_stop_tx, stop) = watch::channel(false);
+        let (dog, _task) = Watchdog::start(Duration::from_secs(3600), stop);
+        let open: Vec<_> = (0..100).map(|_| dog.watch()).collect();
+        for _ in 0..10_000 {
+            drop(dog.watch());
+        }
+        let kept = dog.state.lock().watched.len();
+        assert!(
+            kept <= 2 * open.len() + 1,
+            "{kept} entries for {} open",
+            open.len()
+        );
+        dog.look(Instant::now());
+        assert_eq!(dog.state.lock().watched.len(), open.len());
     }
 
     #[tokio::test]

@@ -637,8 +637,10 @@ async fn admit(
     if let Err(refusal) = rate_limit(ctx, &verdict, outcome) {
         return refusal;
     }
-    // Room for what the gateway adds (identity and forwarding headers) in one step: hyper
-    // sizes the map for the client's headers alone, and it would grow more than once.
+    // Room for what the gateway adds (identity and forwarding headers) in one step: a
+    // connection's first request comes in a map sized for the client's headers alone, and
+    // it would grow more than once. (Later ones come in the answer's map, which was this
+    // one: see `exchange::Room`.)
     request.headers_mut().reserve(8);
     if let Verdict::Verified(identity) = &verdict {
         set_identity(
