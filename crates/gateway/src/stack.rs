@@ -269,7 +269,6 @@ pub(crate) async fn handle(
     conn: &ConnInfo,
     request: Request,
 ) -> Response {
-    let started = Instant::now();
     let mut outcome = Outcome::default();
     // What the log needs of the request, kept only when the access log is on.
     let logged = tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO)
@@ -292,7 +291,7 @@ pub(crate) async fn handle(
         protocol = ?logged.version,
         status,
         reason = outcome.reason.unwrap_or(""),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = logged.started.elapsed().as_secs_f64() * 1000.0,
         email = outcome.caller.as_ref().and_then(verified_email).unwrap_or(""),
         client = %outcome.client.unwrap_or(conn.peer.ip()),
         trace = logged.trace.as_ref().map_or("", |t| t.as_str()),
@@ -305,6 +304,8 @@ pub(crate) async fn handle(
 /// What the access log needs of a request, taken before the request moves on. A `Uri` or a
 /// `HeaderValue` clone shares its bytes; only the path is logged (a query may carry secrets).
 struct Logged {
+    /// When the request came: the clock is read for the log alone.
+    started: Instant,
     method: http::Method,
     uri: http::Uri,
     version: http::Version,
@@ -316,6 +317,7 @@ impl Logged {
     fn of(request: &Request) -> Self {
         let headers = request.headers();
         Logged {
+            started: Instant::now(),
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
