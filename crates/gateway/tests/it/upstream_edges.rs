@@ -695,3 +695,71 @@ async fn answering_upstream(answer: String) -> SocketAddr {
     });
     up
 }
+
+/// A connection's requests and answers pass through one header map in turn (the request's,
+/// emptied, holds the answer; hyper hands the answer's back for the next request): an
+/// answer carries only the upstream's fields, never the request's (its token, the
+/// gateway's identity headers), and a request none of the previous answer's.
+#[tokio::test]
+async fn requests_and_answers_on_one_connection_never_share_a_field() {
+    use axum::response::IntoResponse as _;
+    let up = serve(axum::Router::new().fallback(axum::routing::any(
+        |request: axum::extract::Request| async move {
+            let names: Vec<String> = request
+                .headers()
+                .keys()
+                .map(|k| k.as_str().to_owned())
+                .collect();
+            let mut response = names.join(",").into_response();
+            for i in 0..24 {
+                response.headers_mut().insert(
+                    http::HeaderName::try_from(format!("x-answer-only-{i}")).unwrap(),
+                    http::HeaderValue::from_static("a"),
+                );
+            }
+            response
+        },
+    )))
+    .await;
+    let issuer = Issuer::start().await;
+    let gw = gateway(&format!(
+        "workers = 1\n{}",
+        checked_route(&issuer, up, &["allAuthenticatedUsers"])
+    ))
+    .await;
+    let client = client();
+    let token = issuer.token("alice@example.com");
+    for i in 0..4 {
+        let r = client
+            .get(gw.url("/"))
+            .bearer_auth(&token)
+            .header("x-client-only", "c")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        for name in [
+            "x-client-only",
+            "authorization",
+            "x-goog-authenticated-user-email",
+            "x-goog-authenticated-user-id",
+            "x-goog-iap-jwt-assertion",
+            "x-forwarded-for",
+            "forwarded",
+        ] {
+            assert!(!r.headers().contains_key(name), "answer {i} carries {name}");
+        }
+        assert_eq!(r.headers().get("x-answer-only-23").unwrap(), "a");
+        let seen = r.text().await.unwrap();
+        let seen: Vec<&str> = seen.split(',').collect();
+        assert!(seen.contains(&"x-client-only"), "request {i}: {seen:?}");
+        assert!(
+            seen.contains(&"x-goog-iap-jwt-assertion"),
+            "request {i}: {seen:?}"
+        );
+        assert!(
+            !seen.iter().any(|n| n.starts_with("x-answer-only")),
+            "request {i} carried the previous answer's fields: {seen:?}"
+        );
+    }
+}
