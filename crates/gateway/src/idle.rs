@@ -5,13 +5,18 @@
 //! connection's own timer (and the shutdown signal beside it) would be polled every time
 //! the connection's task wakes, twice for every proxied request; a connection only reads an
 //! atomic its watchdog sets.
+//!
+//! It also keeps HTTP/1 connections' header-read deadline: from a connection's start, or
+//! the end of its last answer, to the next request head in full. hyper keeps that one with
+//! a timer of its own, allocated, armed and dropped for every request; here a request
+//! costs two atomic increments (see [`Watched::begin`]).
 
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -19,7 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 /// How often idleness is looked at: a connection closes between `idle` and
-/// `idle + 2 * check` after its last byte.
+/// `idle + 2 * check` after its last byte (and the header-read deadline is kept as
+/// loosely).
 fn idle_check(idle: Duration) -> Duration {
     (idle / 8).max(Duration::from_millis(50))
 }
@@ -125,6 +131,46 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     }
 }
 
+/// An answer's body that tells its connection's watchdog when it has gone out: hyper drops
+/// a body once written to its end (or at once, when it has none), and so does a connection
+/// that ends before.
+pub(crate) struct Ending<B> {
+    body: B,
+    watched: Arc<Watched>,
+}
+
+impl<B> Ending<B> {
+    pub(crate) fn new(body: B, watched: Arc<Watched>) -> Self {
+        Ending { body, watched }
+    }
+}
+
+impl<B> Drop for Ending<B> {
+    fn drop(&mut self) {
+        self.watched.end();
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Ending<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// What a connection's watchdog asks of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Order {
@@ -150,9 +196,28 @@ pub(crate) struct Watched {
     pub(crate) activity: Arc<Activity>,
     order: AtomicU8,
     waker: AtomicWaker,
+    /// Whether the header-read deadline is the watchdog's to keep (HTTP/1 connections
+    /// served without hyper's own timer).
+    heads_timed: bool,
+    /// Requests begun plus answers ended: odd while a request is in flight, even while the
+    /// connection awaits its next head. One counter, so that a request that came and went
+    /// between two looks is seen.
+    exchanges: AtomicU32,
 }
 
 impl Watched {
+    /// A request's head has come in full: the header-read deadline stops until its answer
+    /// ends ([`Watched::end`]).
+    pub(crate) fn begin(&self) {
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The answer to the request in flight has gone out (or will not): the wait for the
+    /// next head begins.
+    pub(crate) fn end(&self) {
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The watchdog's order, with `cx`'s task to wake when it changes. Called on every
     /// poll of the connection: a waker compared and an atomic read.
     pub(crate) fn order(&self, cx: &Context<'_>) -> Order {
@@ -170,30 +235,46 @@ impl Watched {
 /// The connections of one accept loop, and whether it is stopping.
 pub(crate) struct Watchdog {
     idle: Duration,
+    header_read: Duration,
     state: Mutex<Kennel>,
 }
 
 struct Kennel {
     stopping: bool,
-    /// Each connection with the last time its watchdog saw it move. Closed ones are
-    /// forgotten at the next look, or sooner when many come and go between looks.
-    watched: Vec<(Weak<Watched>, Instant)>,
+    /// Closed ones are forgotten at the next look, or sooner when many come and go between
+    /// looks.
+    watched: Vec<Entry>,
     /// The length at which closed ones are forgotten on the next `watch`.
     forget_at: usize,
+}
+
+/// A connection and what its watchdog last saw of it.
+struct Entry {
+    watched: Weak<Watched>,
+    /// When it last moved a byte.
+    quiet_since: Instant,
+    /// Its `exchanges` at the last look.
+    exchanges: u32,
+    /// Since when it has awaited a request head, as far as the looks can tell: the first
+    /// look to see it between requests. `None` while a request is in flight.
+    awaiting_head_since: Option<Instant>,
 }
 
 /// The least `Kennel::forget_at`.
 const FORGET_AT_LEAST: usize = 64;
 
 impl Watchdog {
-    /// A watchdog closing connections idle for `idle`, and draining them all once `stop`
-    /// turns true. It watches for as long as the returned task runs.
+    /// A watchdog closing connections idle for `idle`, and those it keeps the header-read
+    /// deadline of once they waited `header_read` for a request head, and draining them all
+    /// once `stop` turns true. It watches for as long as the returned task runs.
     pub(crate) fn start(
         idle: Duration,
+        header_read: Duration,
         mut stop: watch::Receiver<bool>,
     ) -> (Arc<Watchdog>, tokio_util::task::AbortOnDropHandle<()>) {
         let watchdog = Arc::new(Watchdog {
             idle,
+            header_read,
             state: Mutex::new(Kennel {
                 stopping: false,
                 watched: Vec::new(),
@@ -202,7 +283,7 @@ impl Watchdog {
         });
         let looking = watchdog.clone();
         let task = tokio::spawn(async move {
-            let check = idle_check(idle);
+            let check = idle_check(idle.min(header_read));
             let mut stopped = false;
             loop {
                 tokio::select! {
@@ -217,8 +298,10 @@ impl Watchdog {
         (watchdog, tokio_util::task::AbortOnDropHandle::new(task))
     }
 
-    /// A new connection to watch; already draining if the loop is stopping.
-    pub(crate) fn watch(&self) -> Arc<Watched> {
+    /// A new connection to watch; already draining if the loop is stopping. With
+    /// `heads_timed`, its header-read deadline is kept here: it awaits its first head from
+    /// now, and each [`Watched::begin`] and [`Watched::end`] says where it is since.
+    pub(crate) fn watch(&self, heads_timed: bool) -> Arc<Watched> {
         let mut kennel = self.state.lock();
         let watched = Arc::new(Watched {
             activity: Arc::new(Activity::new()),
@@ -228,15 +311,21 @@ impl Watchdog {
                 Order::Serve as u8
             }),
             waker: AtomicWaker::new(),
+            heads_timed,
+            exchanges: AtomicU32::new(0),
         });
-        kennel
-            .watched
-            .push((Arc::downgrade(&watched), Instant::now()));
+        let now = Instant::now();
+        kennel.watched.push(Entry {
+            watched: Arc::downgrade(&watched),
+            quiet_since: now,
+            exchanges: 0,
+            awaiting_head_since: Some(now),
+        });
         // A closed connection's entry holds its allocation until forgotten: with many short
         // connections between two looks (one every idle/8), the list would grow without
         // bound. Forgotten here once it doubles, it stays within twice the open ones.
         if kennel.watched.len() >= kennel.forget_at {
-            kennel.watched.retain(|(w, _)| w.strong_count() > 0);
+            kennel.watched.retain(|e| e.watched.strong_count() > 0);
             kennel.forget_at = (kennel.watched.len() * 2).max(FORGET_AT_LEAST);
         }
         watched
@@ -247,7 +336,7 @@ impl Watchdog {
         kennel.stopping = true;
         kennel
             .watched
-            .retain(|(watched, _)| match watched.upgrade() {
+            .retain(|entry| match entry.watched.upgrade() {
                 Some(watched) => {
                     watched.give(Order::Drain);
                     true
@@ -256,24 +345,38 @@ impl Watchdog {
             });
     }
 
-    /// Closes the connections idle for the idle timeout at `now`, and forgets closed ones.
+    /// Closes the connections idle for the idle timeout at `now`, and those that awaited
+    /// a request head for the header-read timeout; forgets closed ones.
     fn look(&self, now: Instant) {
-        let idle = self.idle;
-        self.state
-            .lock()
-            .watched
-            .retain_mut(|(watched, quiet_since)| match watched.upgrade() {
-                None => false,
-                Some(watched) if watched.activity.take() => {
-                    *quiet_since = now;
-                    true
-                }
-                Some(watched) if now.saturating_duration_since(*quiet_since) >= idle => {
-                    watched.give(Order::Close);
+        let (idle, header_read) = (self.idle, self.header_read);
+        self.state.lock().watched.retain_mut(|entry| {
+            let Some(watched) = entry.watched.upgrade() else {
+                return false;
+            };
+            let late_head = watched.heads_timed && {
+                let exchanges = watched.exchanges.load(Ordering::Relaxed);
+                let in_flight = exchanges % 2 == 1;
+                if exchanges != entry.exchanges || in_flight {
+                    // It moved on since the last look: the wait, if one began, is counted
+                    // from this look on (never more than one look's interval short).
+                    entry.exchanges = exchanges;
+                    entry.awaiting_head_since = (!in_flight).then_some(now);
                     false
+                } else {
+                    let since = *entry.awaiting_head_since.get_or_insert(now);
+                    now.saturating_duration_since(since) >= header_read
                 }
-                Some(_) => true,
-            });
+            };
+            if watched.activity.take() {
+                entry.quiet_since = now;
+            }
+            let idle_too_long = now.saturating_duration_since(entry.quiet_since) >= idle;
+            if late_head || idle_too_long {
+                watched.give(Order::Close);
+                return false;
+            }
+            true
+        });
     }
 }
 
@@ -289,9 +392,10 @@ mod tests {
     #[tokio::test]
     async fn a_quiet_connection_is_closed_and_a_busy_one_kept() {
         let (_stop_tx, stop) = watch::channel(false);
-        let (dog, _task) = Watchdog::start(Duration::from_secs(3600), stop);
-        let quiet = dog.watch();
-        let busy = dog.watch();
+        let (dog, _task) =
+            Watchdog::start(Duration::from_secs(3600), Duration::from_secs(3600), stop);
+        let quiet = dog.watch(false);
+        let busy = dog.watch(false);
         let start = Instant::now();
         dog.look(start + Duration::from_secs(1800));
         assert_eq!(order_of(&quiet), Order::Serve);
@@ -316,9 +420,10 @@ mod tests {
     #[tokio::test]
     async fn stopping_drains_every_connection_and_every_later_one() {
         let (stop_tx, stop) = watch::channel(false);
-        let (dog, _task) = Watchdog::start(Duration::from_secs(3600), stop);
-        let open = dog.watch();
-        let gone = dog.watch();
+        let (dog, _task) =
+            Watchdog::start(Duration::from_secs(3600), Duration::from_secs(3600), stop);
+        let open = dog.watch(false);
+        let gone = dog.watch(false);
         drop(gone);
         stop_tx.send(true).unwrap();
         for _ in 0..100 {
@@ -333,7 +438,7 @@ mod tests {
             1,
             "the dropped one is forgotten"
         );
-        assert_eq!(order_of(&dog.watch()), Order::Drain);
+        assert_eq!(order_of(&dog.watch(false)), Order::Drain);
         // An idle close still comes after a drain began.
         dog.look(Instant::now() + Duration::from_secs(3601));
         assert_eq!(order_of(&open), Order::Close);
@@ -342,10 +447,11 @@ mod tests {
     #[tokio::test]
     async fn closed_connections_are_forgotten_between_looks() {
         let (_stop_tx, stop) = watch::channel(false);
-        let (dog, _task) = Watchdog::start(Duration::from_secs(3600), stop);
-        let open: Vec<_> = (0..100).map(|_| dog.watch()).collect();
+        let (dog, _task) =
+            Watchdog::start(Duration::from_secs(3600), Duration::from_secs(3600), stop);
+        let open: Vec<_> = (0..100).map(|_| dog.watch(false)).collect();
         for _ in 0..10_000 {
-            drop(dog.watch());
+            drop(dog.watch(false));
         }
         let kept = dog.state.lock().watched.len();
         assert!(
@@ -360,8 +466,9 @@ mod tests {
     #[tokio::test]
     async fn an_order_wakes_the_connection() {
         let (_stop_tx, stop) = watch::channel(false);
-        let (dog, _task) = Watchdog::start(Duration::from_millis(50), stop);
-        let watched = dog.watch();
+        let (dog, _task) =
+            Watchdog::start(Duration::from_millis(50), Duration::from_secs(3600), stop);
+        let watched = dog.watch(false);
         let closed = std::future::poll_fn(|cx| match watched.order(cx) {
             Order::Close => Poll::Ready(()),
             _ => Poll::Pending,
@@ -369,5 +476,61 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), closed)
             .await
             .expect("the watchdog's close woke the waiting task");
+    }
+
+    #[tokio::test]
+    async fn a_connection_awaiting_a_head_too_long_is_closed_whatever_it_sends() {
+        let (_stop_tx, stop) = watch::channel(false);
+        let minute = Duration::from_secs(60);
+        let (dog, _task) = Watchdog::start(Duration::from_secs(3600), minute, stop);
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        // A head trickling in a byte at a time is still not a head.
+        let trickling = dog.watch(true);
+        // Its requests answered, it waits for the next; one is in flight for long.
+        let served = dog.watch(true);
+        let in_flight = dog.watch(true);
+        // Not HTTP/1 by hyper's reckoning (or h2): hyper keeps its deadline.
+        let untimed = dog.watch(false);
+        served.begin();
+        served.end();
+        in_flight.begin();
+        for seconds in [10, 30, 50] {
+            trickling.activity.touch();
+            dog.look(at(seconds));
+        }
+        assert_eq!(order_of(&trickling), Order::Serve);
+        dog.look(at(61));
+        assert_eq!(order_of(&trickling), Order::Close, "no head in a minute");
+        assert_eq!(
+            order_of(&served),
+            Order::Serve,
+            "its wait began after its answer"
+        );
+        served.begin();
+        served.end();
+        dog.look(at(100));
+        dog.look(at(159));
+        assert_eq!(
+            order_of(&served),
+            Order::Serve,
+            "a request and answer came between"
+        );
+        dog.look(at(160));
+        assert_eq!(order_of(&served), Order::Close);
+        assert_eq!(
+            order_of(&in_flight),
+            Order::Serve,
+            "no head is awaited in flight"
+        );
+        in_flight.end();
+        dog.look(at(200));
+        dog.look(at(259));
+        assert_eq!(order_of(&in_flight), Order::Serve);
+        dog.look(at(260));
+        assert_eq!(order_of(&in_flight), Order::Close);
+        untimed.activity.touch();
+        dog.look(at(300));
+        assert_eq!(order_of(&untimed), Order::Serve);
     }
 }

@@ -12,7 +12,7 @@
 
 use crate::assertion::{AssertionKeyError, AssertionSigner};
 use crate::config::{Config, ConfigError, Limits, Timeouts};
-use crate::idle::{IdleIo, Order, Watchdog};
+use crate::idle::{Ending, IdleIo, Order, Watchdog};
 use crate::metrics::Metrics;
 use crate::proxy::Upstreams;
 use crate::routes::Snapshot;
@@ -579,7 +579,11 @@ async fn accept_loop(
     let connections_open = TaskTracker::new();
     let builders = Arc::new(Builders::new(&shared.limits, &shared.timeouts));
     // Watches until the loop returns, after the drain.
-    let (watchdog, _watching) = Watchdog::start(shared.timeouts.idle, shutdown.clone());
+    let (watchdog, _watching) = Watchdog::start(
+        shared.timeouts.idle,
+        shared.timeouts.header_read,
+        shutdown.clone(),
+    );
     loop {
         let (stream, peer, permit) =
             match next_connection(&listener, &connections, seat.as_mut(), &mut shutdown).await {
@@ -746,7 +750,8 @@ impl Builders {
         auto.http1()
             .timer(TokioTimer::new())
             // Bounds both the time to send a request head and the keep-alive wait between
-            // requests (hyper starts it when it begins reading the next head).
+            // requests (hyper starts it when it begins reading the next head). Connections
+            // known to be HTTP/1 have it kept by their watchdog instead (`http1` below).
             .header_read_timeout(timeouts.header_read)
             .max_buf_size(limits.max_header_bytes.max(8192))
             .keep_alive(true);
@@ -758,9 +763,11 @@ impl Builders {
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(256);
         let mut http1 = hyper::server::conn::http1::Builder::new();
+        // No header-read timeout of hyper's: the connection's watchdog keeps it
+        // (`Watchdog::watch`), without a timer armed and dropped for every request.
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(timeouts.header_read)
+            .header_read_timeout(None)
             .max_buf_size(limits.max_header_bytes.max(8192))
             .keep_alive(true);
         Builders { auto, http1 }
@@ -777,12 +784,13 @@ async fn serve_connection<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
-    let watched = watchdog.watch();
+    let watched = watchdog.watch(protocol == Protocol::Http1);
     let io = TokioIo::new(IdleIo::new(io, watched.activity.clone()));
     // Per connection, so that what each request clones is not shared with other threads.
-    let state = Arc::new((shared.clone(), kind, conn));
+    let state = Arc::new((shared.clone(), kind, conn, watched.clone()));
     let hyper_service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let state = state.clone();
+        state.3.begin();
         // Here, before hyper reads again, not in the future: see `headers::detach`.
         let request = if request.version() < http::Version::HTTP_2 {
             let (mut head, body) = request.into_parts();
@@ -792,7 +800,7 @@ async fn serve_connection<IO>(
             request
         };
         async move {
-            let (shared, kind, conn) = &*state;
+            let (shared, kind, conn, watched) = &*state;
             let request = request.map(Body::new);
             let response = match kind {
                 // Boxed: hyper keeps room for one request's future in every connection for
@@ -801,9 +809,9 @@ async fn serve_connection<IO>(
                 Listener::Main(upstreams) => {
                     Box::pin(stack::handle(shared, upstreams, conn, request)).await
                 }
-                Listener::Admin => stack::admin(shared, request).await,
+                Listener::Admin => Box::pin(stack::admin(shared, request)).await,
             };
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(response.map(|body| Ending::new(body, watched.clone())))
         }
     });
     let connection = match protocol {

@@ -299,6 +299,60 @@ async fn slow_request_heads_are_cut_off() {
     );
 }
 
+#[tokio::test]
+async fn a_kept_alive_connection_gets_no_longer_for_its_next_head_however_it_trickles() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let gw = gateway(&format!(
+        "[timeouts]\nheader_read_seconds = 0.5\n{}",
+        checked_route(&issuer, up, &["allUsers"])
+    ))
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // One request answered in full, then the next head a byte every 100 ms: each byte is
+    // activity, none makes a head.
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answered = Vec::new();
+    while !String::from_utf8_lossy(&answered).contains("\r\n\r\n") {
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        answered.extend_from_slice(&buf[..n]);
+    }
+    assert!(answered.starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    let (mut read, mut write) = conn.into_split();
+    let trickle = tokio::spawn(async move {
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(600)
+        {
+            if write.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut rest))
+        .await
+        .expect("a trickled head kept its connection");
+    trickle.abort();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"),
+        "the trickled request was answered"
+    );
+}
+
 /// Collects log output in memory.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
