@@ -148,8 +148,17 @@ fn strip_present(headers: &mut HeaderMap, present: u16) {
             .chain(&rest)
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
+            .map(str::trim)
         {
-            headers.remove(token.trim());
+            // A hop-by-hop name goes below, by its bit, when present: looked up here it
+            // would cost a name parsed and hashed for nothing (`keep-alive`, which most
+            // messages' `Connection` says).
+            if !HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(token))
+            {
+                headers.remove(token);
+            }
         }
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
