@@ -807,7 +807,7 @@ async fn serve_connection<IO>(
                 // as long as it is open, idle or not; boxed, that room is a pointer and the
                 // request's state exists only while it is in flight.
                 Listener::Main(upstreams) => {
-                    Box::pin(stack::handle(shared, upstreams, conn, request)).await
+                    boxed_in_place(|| stack::handle(shared, upstreams, conn, request)).await
                 }
                 Listener::Admin => Box::pin(stack::admin(shared, request)).await,
             };
@@ -855,6 +855,15 @@ async fn serve_connection<IO>(
     if let Err(error) = served.await {
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
+}
+
+/// `make()`'s future, made in its box. `Box::pin(make())` makes it first and then copies it
+/// into the box whole, at its full size (the request's is ~5 KB), though a future not yet
+/// polled holds only its arguments: with the box there first, the compiler makes it there
+/// (bench/gateway/instructions: ~400 fewer instructions a request). `Box::write` is why the
+/// workspace's rust-version is 1.87.
+fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 fn tls_acceptor(tls: &crate::config::TlsConfig) -> Result<TlsAcceptor, ServeError> {

@@ -72,7 +72,7 @@ async fn run(url: &str, load: Load, tokens: Arc<Vec<String>>) -> (f64, u64) {
                 let request = match load {
                     Load::Vote => {
                         i += concurrency as usize;
-                        let team = if i % 2 == 0 { "CATS" } else { "DOGS" };
+                        let team = if i.is_multiple_of(2) { "CATS" } else { "DOGS" };
                         client
                             .post(&url)
                             .bearer_auth(&tokens[i % tokens.len()])
