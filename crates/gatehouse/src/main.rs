@@ -20,8 +20,8 @@ use std::process::ExitCode;
 // jemalloc, not glibc's malloc: a proxied request's larger blocks (its future, ~5 KiB; the
 // upstream answer's read buffer, 4 KiB; the upstream request head) are past glibc's
 // per-thread cache and take its slow path each time; jemalloc's thread caches hold them.
-// Counted by bench/gateway/instructions: 3.4% fewer instructions a request, 2 MiB more
-// peak RSS holding 1,000 busy connections (bench/README.md, Gateway).
+// Counted by bench/gateway/instructions: 3.4% fewer instructions a request; peak RSS
+// holding 1,000 busy connections 41-46 MiB against glibc's 40-41 (bench/README.md, Gateway).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

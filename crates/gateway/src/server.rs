@@ -809,7 +809,7 @@ async fn serve_connection<IO>(
                 Listener::Main(upstreams) => {
                     boxed_in_place(|| stack::handle(shared, upstreams, conn, request)).await
                 }
-                Listener::Admin => Box::pin(stack::admin(shared, request)).await,
+                Listener::Admin => boxed_in_place(|| stack::admin(shared, request)).await,
             };
             Ok::<_, Infallible>(response.map(|body| Ending::new(body, watched.clone())))
         }

@@ -272,9 +272,8 @@ async fn metrics_can_move_to_an_admin_listener() {
     );
 }
 
-#[tokio::test]
-async fn slow_request_heads_are_cut_off() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+/// A gateway in front of a public echo route, with `header_read_seconds = 0.5`.
+async fn public_gateway_reading_heads_for_half_a_second() -> (Issuer, Running) {
     let issuer = Issuer::start().await;
     let up = echo_upstream().await;
     let gw = gateway(&format!(
@@ -282,6 +281,13 @@ async fn slow_request_heads_are_cut_off() {
         checked_route(&issuer, up, &["allUsers"])
     ))
     .await;
+    (issuer, gw)
+}
+
+#[tokio::test]
+async fn slow_request_heads_are_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (_issuer, gw) = public_gateway_reading_heads_for_half_a_second().await;
     let mut slowloris = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     slowloris
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
@@ -302,13 +308,7 @@ async fn slow_request_heads_are_cut_off() {
 #[tokio::test]
 async fn a_kept_alive_connection_gets_no_longer_for_its_next_head_however_it_trickles() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let issuer = Issuer::start().await;
-    let up = echo_upstream().await;
-    let gw = gateway(&format!(
-        "[timeouts]\nheader_read_seconds = 0.5\n{}",
-        checked_route(&issuer, up, &["allUsers"])
-    ))
-    .await;
+    let (_issuer, gw) = public_gateway_reading_heads_for_half_a_second().await;
     let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     // One request answered in full, then the next head a byte every 100 ms: each byte is
     // activity, none makes a head.
