@@ -385,15 +385,29 @@ mod tests {
     use super::*;
     use std::task::Waker;
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A watchdog with these timeouts, and the sender that stops it.
+    fn watchdog(
+        idle: Duration,
+        header_read: Duration,
+    ) -> (
+        Arc<Watchdog>,
+        tokio_util::task::AbortOnDropHandle<()>,
+        watch::Sender<bool>,
+    ) {
+        let (stop_tx, stop) = watch::channel(false);
+        let (dog, task) = Watchdog::start(idle, header_read, stop);
+        (dog, task, stop_tx)
+    }
+
     fn order_of(watched: &Watched) -> Order {
         watched.order(&Context::from_waker(Waker::noop()))
     }
 
     #[tokio::test]
     async fn a_quiet_connection_is_closed_and_a_busy_one_kept() {
-        let (_stop_tx, stop) = watch::channel(false);
-        let (dog, _task) =
-            Watchdog::start(Duration::from_secs(3600), Duration::from_secs(3600), stop);
+        let (dog, _task, _stop_tx) = watchdog(HOUR, HOUR);
         let quiet = dog.watch(false);
         let busy = dog.watch(false);
         let start = Instant::now();
@@ -419,9 +433,7 @@ mod tests {
 
     #[tokio::test]
     async fn stopping_drains_every_connection_and_every_later_one() {
-        let (stop_tx, stop) = watch::channel(false);
-        let (dog, _task) =
-            Watchdog::start(Duration::from_secs(3600), Duration::from_secs(3600), stop);
+        let (dog, _task, stop_tx) = watchdog(HOUR, HOUR);
         let open = dog.watch(false);
         let gone = dog.watch(false);
         drop(gone);
@@ -446,9 +458,7 @@ mod tests {
 
     #[tokio::test]
     async fn closed_connections_are_forgotten_between_looks() {
-        let (_stop_tx, stop) = watch::channel(false);
-        let (dog, _task) =
-            Watchdog::start(Duration::from_secs(3600), Duration::from_secs(3600), stop);
+        let (dog, _task, _stop_tx) = watchdog(HOUR, HOUR);
         let open: Vec<_> = (0..100).map(|_| dog.watch(false)).collect();
         for _ in 0..10_000 {
             drop(dog.watch(false));
@@ -465,9 +475,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_order_wakes_the_connection() {
-        let (_stop_tx, stop) = watch::channel(false);
-        let (dog, _task) =
-            Watchdog::start(Duration::from_millis(50), Duration::from_secs(3600), stop);
+        let (dog, _task, _stop_tx) = watchdog(Duration::from_millis(50), HOUR);
         let watched = dog.watch(false);
         let closed = std::future::poll_fn(|cx| match watched.order(cx) {
             Order::Close => Poll::Ready(()),
@@ -480,9 +488,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_awaiting_a_head_too_long_is_closed_whatever_it_sends() {
-        let (_stop_tx, stop) = watch::channel(false);
-        let minute = Duration::from_secs(60);
-        let (dog, _task) = Watchdog::start(Duration::from_secs(3600), minute, stop);
+        let (dog, _task, _stop_tx) = watchdog(HOUR, Duration::from_secs(60));
         let start = Instant::now();
         let at = |seconds: u64| start + Duration::from_secs(seconds);
         // A head trickling in a byte at a time is still not a head.
