@@ -226,6 +226,11 @@ impl Watched {
         Order::from_u8(self.order.load(Ordering::Acquire))
     }
 
+    /// The watchdog's order as it stands, without waiting on it.
+    pub(crate) fn current(&self) -> Order {
+        Order::from_u8(self.order.load(Ordering::Acquire))
+    }
+
     fn give(&self, order: Order) {
         self.order.fetch_max(order as u8, Ordering::AcqRel);
         self.waker.wake();

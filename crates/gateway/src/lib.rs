@@ -9,7 +9,8 @@
 //! - `pool`: a worker's plain HTTP/1.1 upstream connections;
 //! - `exchange`: one HTTP/1.1 exchange on such a connection (request out, answer framed in);
 //! - [`assertion`]: IAP-shaped ES256 assertions, cached per identity and route;
-//! - [`server`]: listeners, TLS, limits, graceful shutdown and reload.
+//! - [`server`]: listeners, TLS, limits, graceful shutdown and reload;
+//! - `http1`: the plain HTTP/1.1 request served without hyper, everything else handed to it.
 
 pub mod assertion;
 pub mod config;
@@ -17,6 +18,7 @@ mod cors;
 mod endpoints;
 mod exchange;
 mod headers;
+mod http1;
 mod idle;
 pub mod metrics;
 mod paths;

@@ -12,6 +12,7 @@
 
 use crate::assertion::{AssertionKeyError, AssertionSigner};
 use crate::config::{Config, ConfigError, Limits, Timeouts};
+use crate::http1::{self, Rewind, Served};
 use crate::idle::{Ending, IdleIo, Order, Watchdog};
 use crate::metrics::Metrics;
 use crate::proxy::Upstreams;
@@ -785,9 +786,28 @@ async fn serve_connection<IO>(
 {
     let peer = conn.peer;
     let watched = watchdog.watch(protocol == Protocol::Http1);
-    let io = TokioIo::new(IdleIo::new(io, watched.activity.clone()));
+    let io = IdleIo::new(io, watched.activity.clone());
     // Per connection, so that what each request clones is not shared with other threads.
     let state = Arc::new((shared.clone(), kind, conn, watched.clone()));
+    let (io, read) = match protocol {
+        Protocol::Http1 => {
+            let (shared, kind, conn, _) = &*state;
+            let max_head = shared.limits.max_header_bytes.max(8192);
+            let served = http1::serve(io, &watched, max_head, |request| match kind {
+                Listener::Main(upstreams) => Either::Left(boxed_in_place(|| {
+                    stack::handle(shared, upstreams, conn, request)
+                })),
+                Listener::Admin => Either::Right(boxed_in_place(|| stack::admin(shared, request))),
+            })
+            .await;
+            match served {
+                Served::Closed => return,
+                Served::HandedOver { io, read } => (io, read),
+            }
+        }
+        Protocol::Detect => (io, bytes::Bytes::new()),
+    };
+    let io = TokioIo::new(Rewind::new(io, read));
     let hyper_service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let state = state.clone();
         state.3.begin();

@@ -1,0 +1,764 @@
+//! Client connections that speak HTTP/1.1: the request nearly every API client sends (a head
+//! and no body) served by the gateway's own loop, everything else by hyper.
+//!
+//! hyper's server costs a proxied request ~9,000 instructions of its own (parse, dispatch,
+//! a body channel, encode, flush: bench/gateway/instructions), more than the gateway's whole
+//! decision. This loop reads a head and parses it (httparse, as hyper does), and serves it
+//! itself only when it is HTTP/1.1, neither `HEAD` nor `CONNECT`, and asks for nothing
+//! beyond a plain exchange: no body, no `Upgrade`, no `Expect`, no `TE`. The first head that
+//! asks for more, or does not parse, or does not fit, goes to hyper with the rest of the
+//! connection, the bytes already read first ([`Served::HandedOver`]), so hyper answers it
+//! (a body, `100 Continue`, a WebSocket, `400`, `431`) exactly as it always did.
+//!
+//! An answer is framed as hyper frames it: `Content-Length` from the body's exact size (or
+//! the header the answer carries), else chunked; no body for `204` and `304`; `Date` added
+//! when absent; `Connection: close` when the connection closes after it. A client that
+//! hangs up abandons its request (hyper's default, no half-close), and the watchdog's
+//! orders are obeyed as they are for hyper's connections.
+
+use crate::idle::{Order, Watched};
+use axum::body::Body;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// hyper's limit on a request's header fields.
+const MAX_HEADERS: usize = 100;
+/// The read buffer's room, as hyper's; a head may grow it to the configured limit.
+const READ_ROOM: usize = 8192;
+/// The request fields the gateway may add: three of identity, four of forwarding, one spare.
+const ADDED_FIELDS: usize = 8;
+/// The write buffer's room: a usual answer's head and a small body.
+const OUT_ROOM: usize = 1024;
+/// Body bytes gathered behind the head before they are written.
+const GATHER: usize = 64 * 1024;
+
+/// How a connection left the loop.
+pub(crate) enum Served<IO> {
+    /// Closed: by the client, after an answer that closes it, by the watchdog, or failed.
+    Closed,
+    /// A head this loop does not serve: hyper serves the connection from here, `read`
+    /// (that head, and whatever followed it) first.
+    HandedOver { io: IO, read: Bytes },
+}
+
+/// Serves `io`'s plain requests with `service` until it closes or a request needs hyper.
+/// `max_head` bounds a request head, as hyper's `max_buf_size` does.
+pub(crate) async fn serve<IO, S, F>(
+    mut io: IO,
+    watched: &Watched,
+    max_head: usize,
+    mut service: S,
+) -> Served<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    S: FnMut(Request<Body>) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let mut read = BytesMut::with_capacity(READ_ROOM);
+    let mut out = Vec::with_capacity(OUT_ROOM);
+    loop {
+        let (request, wants_close) = loop {
+            if !read.is_empty() {
+                match plain_request(&mut read) {
+                    Head::Plain(request, wants_close) => break (request, wants_close),
+                    Head::Partial if read.len() < max_head => {}
+                    Head::Partial | Head::Other => {
+                        return Served::HandedOver {
+                            io,
+                            read: read.freeze(),
+                        };
+                    }
+                }
+            }
+            let filled = poll_fn(|cx| match watched.order(cx) {
+                Order::Close => Poll::Ready(Ok(0)),
+                // Between requests, a drain closes at once (hyper's graceful shutdown does).
+                Order::Drain if read.is_empty() => Poll::Ready(Ok(0)),
+                Order::Serve | Order::Drain => fill(&mut io, &mut read, cx),
+            })
+            .await;
+            if !matches!(filled, Ok(n) if n > 0) {
+                return Served::Closed;
+            }
+        };
+
+        watched.begin();
+        let answer = {
+            let mut pending = pin!(service(request));
+            poll_fn(|cx| {
+                if let Poll::Ready(response) = pending.as_mut().poll(cx) {
+                    return Poll::Ready(Some(response));
+                }
+                if watched.order(cx) == Order::Close {
+                    return Poll::Ready(None);
+                }
+                // Watch for the client hanging up; bytes it sends meanwhile (a pipelined
+                // request) wait in the buffer, up to a head's worth.
+                while read.len() < max_head {
+                    match fill(&mut io, &mut read, cx) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Pending => break,
+                    }
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        let Some(answer) = answer else {
+            return Served::Closed;
+        };
+        let keep_alive = !wants_close && watched.current() == Order::Serve;
+        let sent = send_answer(&mut io, &mut out, answer, keep_alive, watched).await;
+        watched.end();
+        if out.capacity() > 4 * OUT_ROOM {
+            // A body gathered behind its head: not kept for the connection's life.
+            out = Vec::with_capacity(OUT_ROOM);
+        }
+        match sent {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = io.shutdown().await;
+                return Served::Closed;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "answer not sent");
+                return Served::Closed;
+            }
+        }
+    }
+}
+
+/// Reads what `io` has into `read`'s spare room.
+fn fill<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    read: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if read.capacity() - read.len() < READ_ROOM / 4 {
+        read.reserve(READ_ROOM);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, read)
+}
+
+// Returned and taken apart at once: boxing the request would cost an allocation a request.
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    /// A request this loop serves, and whether it asked for the connection to close.
+    Plain(Request<Body>, bool),
+    /// Not all of a head yet.
+    Partial,
+    /// hyper's to serve (or to refuse).
+    Other,
+}
+
+/// The request at the front of `read`, taken off it if this loop serves it.
+fn plain_request(read: &mut BytesMut) -> Head {
+    // Left uninitialised: zeroing room for 100 fields costs more than parsing a usual head.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        read,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(_) => return Head::Other,
+    };
+    let (Some(1), Some(method), Some(target)) = (parsed.version, parsed.method, parsed.path) else {
+        return Head::Other;
+    };
+    let method = match Method::from_bytes(method.as_bytes()) {
+        Ok(m) if m != Method::HEAD && m != Method::CONNECT => m,
+        _ => return Head::Other,
+    };
+    let mut wants_close = false;
+    let mut lengths = 0;
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            if lengths > 1 || field.value.trim_ascii() != b"0" {
+                return Head::Other;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"te")
+        {
+            return Head::Other;
+        } else if name.eq_ignore_ascii_case(b"connection") && names_close(field.value) {
+            wants_close = true;
+        }
+    }
+    // The head's own copy, so that the read buffer is free for the next one while this
+    // request is in flight (its values are slices of the copy, not of the buffer).
+    let base = read.as_ptr() as usize;
+    let head = Bytes::copy_from_slice(&read[..len]);
+    let slice_of = |part: &[u8]| {
+        let at = part.as_ptr() as usize - base;
+        head.slice(at..at + part.len())
+    };
+    let Ok(uri) = http::Uri::from_maybe_shared(slice_of(target.as_bytes())) else {
+        return Head::Other;
+    };
+    // Room for the fields the gateway adds (identity, forwarding): growing the map on the
+    // way out would move it whole.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + ADDED_FIELDS);
+    for field in parsed.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name.as_bytes()),
+            HeaderValue::from_maybe_shared(slice_of(field.value)),
+        ) else {
+            return Head::Other;
+        };
+        headers.append(name, value);
+    }
+    read.advance(len);
+    let mut request = Request::new(Body::empty());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Head::Plain(request, wants_close)
+}
+
+/// Whether a `Connection` value names `close`.
+fn names_close(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// How an answer's body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("the connection was closed by its watchdog")]
+    Closed,
+    #[error("the answer's body failed")]
+    Body,
+    #[error("the answer's body is not the length its head says")]
+    Length,
+    #[error("the answer's Content-Length is not a length")]
+    BadLength,
+}
+
+/// Writes `answer`; `Ok(true)` when the connection stays open for another request.
+async fn send_answer<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    out: &mut Vec<u8>,
+    answer: Response<Body>,
+    keep_alive: bool,
+    watched: &Watched,
+) -> Result<bool, SendError> {
+    out.clear();
+    let (parts, mut body) = answer.into_parts();
+    let length = (!body.is_end_stream()).then(|| body.size_hint().exact());
+    let (framing, keep_alive) = encode_head(out, &parts, length, keep_alive)?;
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        Framing::Empty | Framing::Chunked => 0,
+    };
+    if framing != Framing::Empty {
+        loop {
+            let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    // Nothing more yet: what is gathered goes now, then wait for more.
+                    write_watched(io, out, watched).await?;
+                    out.clear();
+                    poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+                        Poll::Pending if watched.order(cx) == Order::Close => {
+                            Poll::Ready(Err(SendError::Closed))
+                        }
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(frame) => Poll::Ready(Ok(frame)),
+                    })
+                    .await?
+                }
+            };
+            let Some(frame) = frame else { break };
+            let Ok(frame) = frame else {
+                return Err(SendError::Body);
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers: only for clients that ask (`TE`), which hyper serves
+            };
+            if data.is_empty() {
+                continue;
+            }
+            match framing {
+                Framing::Length(_) => {
+                    left = left
+                        .checked_sub(data.len() as u64)
+                        .ok_or(SendError::Length)?;
+                }
+                Framing::Chunked => {
+                    use std::io::Write as _;
+                    let _ = write!(out, "{:x}\r\n", data.len());
+                }
+                Framing::Empty => {}
+            }
+            if out.len() + data.len() <= GATHER {
+                out.extend_from_slice(&data);
+            } else {
+                write_watched(io, out, watched).await?;
+                out.clear();
+                write_watched(io, &data, watched).await?;
+            }
+            if framing == Framing::Chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        if framing == Framing::Chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+    }
+    write_watched(io, out, watched).await?;
+    if left > 0 {
+        return Err(SendError::Length);
+    }
+    Ok(keep_alive)
+}
+
+/// Writes `answer`'s status line and head into `out`: how its body is framed, and whether
+/// the connection stays open after it. `length` is the body's: `None` when it has ended
+/// already, else its exact size if known.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    length: Option<Option<u64>>,
+    keep_alive: bool,
+) -> Result<(Framing, bool), SendError> {
+    let status = parts.status;
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+    if status == StatusCode::OK && reason.is_none() {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        // A reason must be written: many parsers expect one.
+        let canonical = status.canonical_reason().unwrap_or("<none>").as_bytes();
+        out.extend_from_slice(reason.map_or(canonical, |r| r.as_bytes()));
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+    let mut length_field: Option<&HeaderValue> = None;
+    let mut lengths_disagree = false;
+    // Whether a `Transfer-Encoding` was written, and whether its last coding is chunked.
+    let mut codings: Option<bool> = None;
+    let mut closes = false;
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        match *name {
+            // Written below, once the framing is known.
+            http::header::CONTENT_LENGTH => {
+                match length_field {
+                    Some(first) => lengths_disagree |= first != value,
+                    None => length_field = Some(value),
+                }
+                continue;
+            }
+            http::header::TRANSFER_ENCODING | http::header::TRAILER if bodiless => continue,
+            http::header::TRANSFER_ENCODING => {
+                let last = value
+                    .as_bytes()
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .unwrap_or(b"");
+                codings = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            http::header::CONNECTION => closes |= names_close(value.as_bytes()),
+            http::header::DATE => dated = true,
+            _ => {}
+        }
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let framing = if bodiless {
+        Framing::Empty
+    } else if let Some(chunked_last) = codings {
+        if !chunked_last {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        Framing::Chunked
+    } else {
+        match (length, length_field) {
+            (None, _) => {
+                out.extend_from_slice(b"content-length: 0\r\n");
+                Framing::Empty
+            }
+            // The body's own length decides; a field the answer carries is trusted to agree,
+            // as hyper trusts it.
+            (Some(Some(n)), Some(field)) => {
+                put_field(out, b"content-length", field.as_bytes());
+                Framing::Length(n)
+            }
+            (Some(Some(n)), None) => {
+                put_field(
+                    out,
+                    b"content-length",
+                    itoa::Buffer::new().format(n).as_bytes(),
+                );
+                Framing::Length(n)
+            }
+            (Some(None), Some(field)) => {
+                let n = std::str::from_utf8(field.as_bytes())
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .filter(|_| !lengths_disagree)
+                    .ok_or(SendError::BadLength)?;
+                put_field(out, b"content-length", field.as_bytes());
+                Framing::Length(n)
+            }
+            (Some(None), None) => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+        }
+    };
+    if !keep_alive && !closes {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        put_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok((framing, keep_alive && !closes))
+}
+
+fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// The `Date` value of the current second, made once a second per thread.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+fn put_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(made_at, text)| {
+        if *made_at != second {
+            *made_at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+/// Writes all of `bytes` and flushes, unless the watchdog closes the connection first (a
+/// client that stopped reading).
+async fn write_watched<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    mut bytes: &[u8],
+    watched: &Watched,
+) -> Result<(), SendError> {
+    while !bytes.is_empty() {
+        let n = poll_fn(|cx| match Pin::new(&mut *io).poll_write(cx, bytes) {
+            Poll::Pending if watched.order(cx) == Order::Close => {
+                Poll::Ready(Err(SendError::Closed))
+            }
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(written) => Poll::Ready(written.map_err(SendError::Io)),
+        })
+        .await?;
+        if n == 0 {
+            return Err(SendError::Io(io::ErrorKind::WriteZero.into()));
+        }
+        bytes = &bytes[n..];
+    }
+    poll_fn(|cx| match Pin::new(&mut *io).poll_flush(cx) {
+        Poll::Pending if watched.order(cx) == Order::Close => Poll::Ready(Err(SendError::Closed)),
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(flushed) => Poll::Ready(flushed.map_err(SendError::Io)),
+    })
+    .await
+}
+
+/// A connection handed to hyper: the bytes this loop read from it come first.
+pub(crate) struct Rewind<IO> {
+    read: Bytes,
+    io: IO,
+}
+
+impl<IO> Rewind<IO> {
+    pub(crate) fn new(io: IO, read: Bytes) -> Self {
+        Rewind { read, io }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            if self.read.is_empty() {
+                // Emptied, it would still hold the read buffer it is a slice of.
+                self.read = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idle::Watchdog;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt as _;
+    use tokio::sync::watch;
+
+    fn watched() -> (Arc<Watched>, impl Drop, watch::Sender<bool>) {
+        let (stop_tx, stop) = watch::channel(false);
+        let minute = Duration::from_secs(60);
+        let (dog, task) = Watchdog::start(minute, minute, stop);
+        (dog.watch(true), task, stop_tx)
+    }
+
+    /// Serves `sent` on an in-memory connection, each request answered by `answer`: what the
+    /// loop wrote back, and the bytes it handed over (if it did).
+    async fn exchange(
+        sent: &[u8],
+        answer: impl Fn(Request<Body>) -> Response<Body>,
+    ) -> (String, Option<Bytes>) {
+        let (watched, _task, _stop) = watched();
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        client.write_all(sent).await.unwrap();
+        let served = serve(server, &watched, 8192, |request| {
+            std::future::ready(answer(request))
+        })
+        .await;
+        let handed = match served {
+            Served::Closed => None,
+            Served::HandedOver { io, read } => {
+                drop(io);
+                Some(read)
+            }
+        };
+        let mut written = Vec::new();
+        client.read_to_end(&mut written).await.unwrap();
+        (String::from_utf8(written).unwrap(), handed)
+    }
+
+    fn path_as_body(request: Request<Body>) -> Response<Body> {
+        Response::new(Body::from(request.uri().path().to_owned()))
+    }
+
+    #[tokio::test]
+    async fn plain_requests_are_served_and_the_first_other_goes_to_hyper_with_what_follows() {
+        let rest =
+            "POST /c HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabcGET /d HTTP/1.1\r\n\r\n";
+        let sent = format!(
+            "GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n{rest}"
+        );
+        let (written, handed) = exchange(sent.as_bytes(), path_as_body).await;
+        assert_eq!(handed.as_deref(), Some(rest.as_bytes()));
+        let answers: Vec<&str> = written.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
+        assert_eq!(answers.len(), 2, "{written}");
+        for (answer, path) in answers.iter().zip(["/a", "/b"]) {
+            assert!(answer.contains("content-length: 2\r\n"), "{answer}");
+            assert!(answer.contains("\r\ndate: "), "{answer}");
+            assert!(!answer.contains("connection:"), "kept alive: {answer}");
+            assert!(answer.ends_with(&format!("\r\n\r\n{path}")), "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn heads_that_ask_for_more_than_a_plain_exchange_go_to_hyper_whole() {
+        let others = [
+            "GET / HTTP/1.0\r\n\r\n",
+            "HEAD / HTTP/1.1\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\n\r\n",
+            "PUT / HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello",
+            "PUT / HTTP/1.1\r\ncontent-length: 0\r\nContent-Length: 0\r\n\r\n",
+            "PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "PUT / HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 0\r\n\r\n",
+            "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nTE: trailers\r\n\r\n",
+            "GET / HTTP/1.1\r\nbad name: x\r\n\r\n",
+            "GET /\x7f HTTP/1.1\r\n\r\n",
+            "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03",
+        ];
+        for sent in others {
+            let (written, handed) = exchange(sent.as_bytes(), path_as_body).await;
+            assert_eq!(written, "", "{sent:?}");
+            assert_eq!(handed.as_deref(), Some(sent.as_bytes()), "{sent:?}");
+        }
+        // A head past the limit goes to hyper (which answers 431) once the limit is read.
+        let huge = format!("GET / HTTP/1.1\r\nx-big: {}\r\n", "a".repeat(9000));
+        let (written, handed) = exchange(huge.as_bytes(), path_as_body).await;
+        let handed = handed.unwrap();
+        assert_eq!(written, "");
+        assert!(handed.len() >= 8192 && huge.as_bytes().starts_with(&handed));
+    }
+
+    /// One request asking to close, answered with `answer`: the answer as written.
+    async fn answered(answer: impl Fn() -> Response<Body>) -> String {
+        let sent = b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n";
+        let (written, handed) = exchange(sent, |_| answer()).await;
+        assert!(handed.is_none());
+        written
+    }
+
+    fn streamed(chunks: &[&'static str]) -> Body {
+        let chunks: Vec<Result<Bytes, io::Error>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::from_static(c.as_bytes())))
+            .collect();
+        Body::from_stream(futures_util::stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn answers_are_framed_as_hyper_frames_them() {
+        let known = answered(|| Response::new(Body::from("hello"))).await;
+        assert!(known.starts_with("HTTP/1.1 200 OK\r\n"), "{known}");
+        assert!(known.contains("\r\ncontent-length: 5\r\n"), "{known}");
+        assert!(known.contains("\r\nconnection: close\r\n"), "{known}");
+        assert!(known.ends_with("\r\n\r\nhello"), "{known}");
+
+        let empty = answered(|| Response::new(Body::empty())).await;
+        assert!(empty.contains("\r\ncontent-length: 0\r\n") && empty.ends_with("\r\n\r\n"));
+
+        let chunked = answered(|| Response::new(streamed(&["ab", "c"]))).await;
+        assert!(
+            chunked.contains("\r\ntransfer-encoding: chunked\r\n"),
+            "{chunked}"
+        );
+        assert!(
+            chunked.ends_with("\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"),
+            "{chunked}"
+        );
+
+        let declared = answered(|| {
+            let mut r = Response::new(streamed(&["ab", "c"]));
+            r.headers_mut()
+                .insert("content-length", HeaderValue::from_static("3"));
+            r
+        })
+        .await;
+        assert!(declared.contains("\r\ncontent-length: 3\r\n"), "{declared}");
+        assert!(!declared.contains("transfer-encoding"), "{declared}");
+        assert!(declared.ends_with("\r\n\r\nabc"), "{declared}");
+
+        for status in [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED] {
+            let bodiless = answered(|| {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = status;
+                r.headers_mut()
+                    .insert("content-length", HeaderValue::from_static("10"));
+                r
+            })
+            .await;
+            assert!(
+                bodiless.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{bodiless}"
+            );
+            assert!(!bodiless.contains("content-length"), "{bodiless}");
+            assert!(bodiless.ends_with("\r\n\r\n"), "{bodiless}");
+        }
+
+        let dated = answered(|| {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            let epoch = HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT");
+            r.headers_mut().insert("date", epoch);
+            r
+        })
+        .await;
+        assert!(dated.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{dated}");
+        assert_eq!(dated.matches("date: ").count(), 1, "{dated}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_abandons_its_request() {
+        let (watched, _task, _stop) = watched();
+        let (mut client, server) = tokio::io::duplex(4096);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        struct Abandoned(Arc<AtomicBool>);
+        impl Drop for Abandoned {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let hang_up = async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(client);
+        };
+        let flag = abandoned.clone();
+        let serving = serve(server, &watched, 8192, move |_| {
+            let guard = Abandoned(flag.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<Response<Body>>().await
+            }
+        });
+        let (served, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(5), serving),
+            hang_up
+        );
+        assert!(matches!(served, Ok(Served::Closed)));
+        assert!(abandoned.load(Ordering::SeqCst));
+    }
+}
