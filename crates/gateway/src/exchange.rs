@@ -511,7 +511,13 @@ fn parse_answer(
     // then split the head off the buffer.
     let base = buf.as_ptr() as usize;
     let mut named = Vec::with_capacity(parsed.headers.len());
+    let mut connection = ConnectionTokens::default();
     for field in parsed.headers.iter() {
+        // A `Connection` naming only `keep-alive` or `close` (as nearly every answer's
+        // does) is this hop's alone: read here, not passed on to be removed later.
+        if field.name.eq_ignore_ascii_case("connection") && !connection.read(field.value) {
+            continue;
+        }
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ExchangeError::Malformed("bad header name"))?;
         let at = field.value.as_ptr() as usize - base;
@@ -524,7 +530,7 @@ fn parse_answer(
             .map_err(|_| ExchangeError::Malformed("bad header value"))?;
         headers.append(name, value);
     }
-    let mut reusable = keep_alive(version, &headers);
+    let mut reusable = connection.keep_alive(version);
     let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
         reusable = false;
         Framing::Empty
@@ -572,13 +578,33 @@ fn parse_answer(
     })))
 }
 
-/// Whether the answer lets the connection carry another request (RFC 9112 §9.3).
-fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token| crate::headers::has_token(headers, header::CONNECTION, token);
-    if version == Version::HTTP_11 {
-        !has("close")
-    } else {
-        has("keep-alive") && !has("close")
+/// What an answer's `Connection` fields say of its connection.
+#[derive(Debug, Default)]
+struct ConnectionTokens {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl ConnectionTokens {
+    /// Reads one `Connection` value; true if it names more than `close` and `keep-alive`
+    /// (header names, to be removed with it).
+    fn read(&mut self, value: &[u8]) -> bool {
+        let mut names_others = false;
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                names_others = true;
+            }
+        }
+        names_others
+    }
+
+    /// Whether the answer lets the connection carry another request (RFC 9112 §9.3).
+    fn keep_alive(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
     }
 }
 
@@ -932,6 +958,26 @@ mod tests {
         )
         .unwrap();
         assert!(a.reusable);
+        // `Connection` naming only this hop's keep-alive or close is read and dropped; one
+        // naming other fields stays, for those fields to be removed with it.
+        let a = parse(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nconnection: Keep-Alive, CLOSE\r\ncontent-length: 1\r\n\r\n",
+            get(),
+        )
+        .unwrap();
+        assert!(!a.reusable && !a.response.headers().contains_key(header::CONNECTION));
+        let a = parse(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: x-private\r\nx-private: 1\r\ncontent-length: 1\r\n\r\n",
+            get(),
+        )
+        .unwrap();
+        let kept: Vec<_> = a
+            .response
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .collect();
+        assert!(a.reusable && kept == ["x-private"]);
         // Interim answers are passed over; a 101 ends the exchange and the connection.
         let a = parse(
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n",
