@@ -36,6 +36,8 @@ const MAX_HEADERS: usize = 100;
 const READ_ROOM: usize = 8192;
 /// The request fields the gateway may add: three of identity, four of forwarding, one spare.
 const ADDED_FIELDS: usize = 8;
+/// The most fields a header map kept for the next request holds room for.
+const SPARE_FIELDS: usize = 64;
 /// The write buffer's room: a usual answer's head and a small body.
 const OUT_ROOM: usize = 1024;
 /// Body bytes gathered behind the head before they are written.
@@ -65,10 +67,12 @@ where
 {
     let mut read = BytesMut::with_capacity(READ_ROOM);
     let mut out = Vec::with_capacity(OUT_ROOM);
+    // The last answer's header map, emptied: the next request's comes in it, as hyper does.
+    let mut spare = None;
     loop {
         let (request, wants_close) = loop {
             if !read.is_empty() {
-                match plain_request(&mut read) {
+                match plain_request(&mut read, &mut spare) {
                     Head::Plain(request, wants_close) => break (request, wants_close),
                     Head::Partial if read.len() < max_head => {}
                     Head::Partial | Head::Other => {
@@ -118,7 +122,7 @@ where
             return Served::Closed;
         };
         let keep_alive = !wants_close && watched.current() == Order::Serve;
-        let sent = send_answer(&mut io, &mut out, answer, keep_alive, watched).await;
+        let sent = send_answer(&mut io, &mut out, answer, keep_alive, watched, &mut spare).await;
         watched.end();
         if out.capacity() > 4 * OUT_ROOM {
             // A body gathered behind its head: not kept for the connection's life.
@@ -162,7 +166,7 @@ enum Head {
 }
 
 /// The request at the front of `read`, taken off it if this loop serves it.
-fn plain_request(read: &mut BytesMut) -> Head {
+fn plain_request(read: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
     // Left uninitialised: zeroing room for 100 fields costs more than parsing a usual head.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -214,7 +218,8 @@ fn plain_request(read: &mut BytesMut) -> Head {
     };
     // Room for the fields the gateway adds (identity, forwarding): growing the map on the
     // way out would move it whole.
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + ADDED_FIELDS);
+    let mut headers = spare.take().unwrap_or_default();
+    headers.reserve(parsed.headers.len() + ADDED_FIELDS);
     for field in parsed.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(field.name.as_bytes()),
@@ -269,11 +274,17 @@ async fn send_answer<IO: AsyncWrite + Unpin>(
     answer: Response<Body>,
     keep_alive: bool,
     watched: &Watched,
+    spare: &mut Option<HeaderMap>,
 ) -> Result<bool, SendError> {
     out.clear();
     let (parts, mut body) = answer.into_parts();
     let length = (!body.is_end_stream()).then(|| body.size_hint().exact());
     let (framing, keep_alive) = encode_head(out, &parts, length, keep_alive)?;
+    let mut headers = parts.headers;
+    if headers.capacity() <= SPARE_FIELDS {
+        headers.clear();
+        *spare = Some(headers);
+    }
     let mut left = match framing {
         Framing::Length(n) => n,
         Framing::Empty | Framing::Chunked => 0,
