@@ -139,8 +139,9 @@ pub(crate) struct Head {
 
 impl Head {
     /// `request`'s target is in origin form and its headers are final (hop-by-hop ones
-    /// gone, `Host` set); the framing header is chosen here from the body.
-    pub(crate) fn encode(request: &Request<Body>) -> Head {
+    /// gone, `Host` set) but for `added`, written after them, each once; the framing
+    /// header is chosen here from the body.
+    pub(crate) fn encode(request: &Request<Body>, added: &[(HeaderName, HeaderValue)]) -> Head {
         let headers = request.headers();
         let body = request.body();
         let declared = single_length(headers);
@@ -165,6 +166,7 @@ impl Head {
             + target.len()
             + headers
                 .iter()
+                .chain(added.iter().map(|(n, v)| (n, v)))
                 .map(|(n, v)| n.as_str().len() + v.len() + 4)
                 .sum::<usize>()
             + 64;
@@ -173,7 +175,7 @@ impl Head {
         bytes.push(b' ');
         bytes.extend_from_slice(target.as_bytes());
         bytes.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in headers {
+        for (name, value) in headers.iter().chain(added.iter().map(|(n, v)| (n, v))) {
             if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
                 continue;
             }
@@ -1081,29 +1083,44 @@ mod tests {
     #[test]
     fn request_heads_carry_one_framing() {
         let text = |h: &Head| String::from_utf8(h.bytes.clone()).unwrap();
-        let h = Head::encode(&request(Method::GET, &[("host", "up")], Body::empty()));
+        let h = Head::encode(&request(Method::GET, &[("host", "up")], Body::empty()), &[]);
         assert_eq!(text(&h), "GET /p?q=1 HTTP/1.1\r\nhost: up\r\n\r\n");
         assert!(!h.has_body());
-        let h = Head::encode(&request(Method::POST, &[("host", "up")], Body::empty()));
+        let h = Head::encode(
+            &request(Method::POST, &[("host", "up")], Body::empty()),
+            &[],
+        );
         assert_eq!(
             text(&h),
             "POST /p?q=1 HTTP/1.1\r\nhost: up\r\ncontent-length: 0\r\n\r\n"
         );
-        let h = Head::encode(&request(
-            Method::POST,
-            &[("host", "up"), ("content-length", "4")],
-            Body::from("vote"),
-        ));
+        let added = [(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("https"),
+        )];
+        let h = Head::encode(
+            &request(
+                Method::POST,
+                &[("host", "up"), ("content-length", "4")],
+                Body::from("vote"),
+            ),
+            &added,
+        );
         assert_eq!(h.outgoing, Outgoing::Length(4));
-        assert!(text(&h).ends_with("content-length: 4\r\n\r\n"));
+        assert!(
+            text(&h).ends_with("host: up\r\nx-forwarded-proto: https\r\ncontent-length: 4\r\n\r\n")
+        );
         let streamed = Body::from_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
             Bytes::from("x"),
         )]));
-        let h = Head::encode(&request(
-            Method::POST,
-            &[("host", "up"), ("transfer-encoding", "chunked")],
-            streamed,
-        ));
+        let h = Head::encode(
+            &request(
+                Method::POST,
+                &[("host", "up"), ("transfer-encoding", "chunked")],
+                streamed,
+            ),
+            &[],
+        );
         assert_eq!(h.outgoing, Outgoing::Chunked);
         assert_eq!(text(&h).matches("transfer-encoding").count(), 1);
     }

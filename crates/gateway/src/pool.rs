@@ -106,9 +106,10 @@ impl Http1Pool {
         self: &Arc<Self>,
         upstream: &Uri,
         request: Request<Body>,
+        added: &[(http::HeaderName, http::HeaderValue)],
     ) -> Result<Response<Body>, PoolError> {
         let origin = upstream.authority().ok_or(PoolError::NoAuthority)?.clone();
-        let head = Head::encode(&request);
+        let head = Head::encode(&request, added);
         let (parts, body) = request.into_parts();
         let mut room = Room::new(parts.headers);
         if head.has_body() {
@@ -319,7 +320,7 @@ mod tests {
     }
 
     async fn exchange(pool: &Arc<Http1Pool>, upstream: &Uri) -> String {
-        let response = pool.send(upstream, get(upstream)).await.unwrap();
+        let response = pool.send(upstream, get(upstream), &[]).await.unwrap();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
@@ -358,7 +359,7 @@ mod tests {
             .header("host", uri.authority().unwrap().as_str())
             .body(Body::from("vote"))
             .unwrap();
-        assert!(pool.send(&uri, post).await.is_err());
+        assert!(pool.send(&uri, post, &[]).await.is_err());
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
@@ -382,7 +383,7 @@ mod tests {
         let long: &'static str = Box::leak("x".repeat(1 << 20).into_boxed_str());
         let (uri, connections) = upstream(long, 10).await;
         let pool = Arc::new(Http1Pool::new(HttpConnector::new()));
-        let response = pool.send(&uri, get(&uri)).await.unwrap();
+        let response = pool.send(&uri, get(&uri), &[]).await.unwrap();
         drop(response);
         assert_eq!(pool.idle_count(), 0);
         assert_eq!(exchange(&pool, &uri).await, long);

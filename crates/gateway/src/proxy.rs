@@ -100,6 +100,7 @@ pub(crate) async fn forward(
     conn: &ConnInfo,
     ctx: &Ctx,
     mut request: Request,
+    mut added: headers::Added,
     outcome: &mut Outcome,
 ) -> Response {
     let limits: &Limits = &shared.limits;
@@ -161,10 +162,16 @@ pub(crate) async fn forward(
     }
     headers::set_forwarded(
         &mut parts.headers,
+        &mut added,
         &conn.forwarding,
         &ctx.host,
         ctx.via_trusted_proxy,
     );
+    // The worker's pool writes the added fields into the head it sends; hyper's clients
+    // (and the pool's upgrades, sent through hyper) take them in the map.
+    if pooled_by_hyper_util || upgrade {
+        headers::insert_added(&mut parts.headers, std::mem::take(&mut added));
+    }
     if tls_upstream {
         // Over TLS the upstream is a named host (its certificate, its virtual host): it gets
         // its own name, set from the URL by the client; the client's is `X-Forwarded-Host`.
@@ -250,7 +257,7 @@ pub(crate) async fn forward(
             if upgrade {
                 pool.send_upgrade(&route.config.upstream, outgoing).await
             } else {
-                pool.send(&route.config.upstream, outgoing).await
+                pool.send(&route.config.upstream, outgoing, &added).await
             }
             .map_err(BoxError::from)
         }

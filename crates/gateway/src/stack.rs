@@ -639,11 +639,7 @@ async fn admit(
     if let Err(refusal) = rate_limit(ctx, &verdict, outcome) {
         return refusal;
     }
-    // Room for what the gateway adds (identity and forwarding headers) in one step: a
-    // connection's first request comes in a map sized for the client's headers alone, and
-    // it would grow more than once. (Later ones come in the answer's map, which was this
-    // one: see `exchange::Room`.)
-    request.headers_mut().reserve(8);
+    let mut added = headers::Added::with_capacity(headers::ADDED);
     if let Verdict::Verified(identity) = &verdict {
         set_identity(
             shared,
@@ -652,9 +648,10 @@ async fn admit(
             identity,
             token.as_ref(),
             request.headers_mut(),
+            &mut added,
         );
     }
-    crate::proxy::forward(shared, upstreams, conn, ctx, request, outcome).await
+    crate::proxy::forward(shared, upstreams, conn, ctx, request, added, outcome).await
 }
 
 /// The caller's email, when its issuer vouches for it: an unverified one (a fresh
@@ -800,9 +797,9 @@ fn rate_limit(ctx: &Ctx, verdict: &Verdict, outcome: &mut Outcome) -> Result<(),
     }
 }
 
-/// Adds the identity headers for a verified caller, and on a checked route forwards the
-/// token as Cloud Run does (signature removed), or as configured. Insert, never append:
-/// exactly one value of each, the gateway's.
+/// Adds the identity headers for a verified caller (to `added`: exactly one value of each,
+/// the gateway's, the client's having been stripped), and on a checked route forwards the
+/// token as Cloud Run does (signature removed), or as configured.
 fn set_identity(
     shared: &Shared,
     conn: &ConnInfo,
@@ -810,6 +807,7 @@ fn set_identity(
     identity: &Identity,
     token: Option<&Token>,
     h: &mut http::HeaderMap,
+    added: &mut headers::Added,
 ) {
     let route = &ctx.route;
     match shared
@@ -818,10 +816,10 @@ fn set_identity(
     {
         Ok(identity_headers) => {
             if let Some(email) = identity_headers.email {
-                h.insert(headers::EMAIL, email);
+                added.push((headers::EMAIL, email));
             }
-            h.insert(headers::USER_ID, identity_headers.user_id);
-            h.insert(headers::ASSERTION, identity_headers.assertion);
+            added.push((headers::USER_ID, identity_headers.user_id));
+            added.push((headers::ASSERTION, identity_headers.assertion));
         }
         Err(error) => tracing::error!(%error, "could not sign the identity assertion"),
     }
