@@ -230,7 +230,6 @@ pub(crate) async fn forward(
             }
         }
     };
-    let remaining = upstream_timeout.saturating_sub(sent - started);
     let answer = async {
         if pooled_by_hyper_util {
             let pending = if tls_upstream && upgrade {
@@ -266,7 +265,10 @@ pub(crate) async fn forward(
     // and that into the awaited slot: the exchange's future is ~1.8 KB, and every move of
     // it a copy (~170 instructions apiece in bench/gateway/instructions).
     tokio::pin!(answer);
-    let deadline = tokio::time::sleep(remaining);
+    // From `started`, read already, rather than the clock read again; timeouts are under
+    // 1e7 s (config), so the sum cannot overflow.
+    let deadline =
+        tokio::time::sleep_until(tokio::time::Instant::from_std(started) + upstream_timeout);
     tokio::pin!(deadline);
     let result = std::future::poll_fn(|cx| match answer.as_mut().poll(cx) {
         Poll::Ready(answered) => Poll::Ready(Some(answered)),

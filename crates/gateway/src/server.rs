@@ -715,7 +715,8 @@ impl Drop for Slot {
 /// How a connection's protocol is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
-    /// Its first bytes (or ALPN) say HTTP/1: served by hyper's HTTP/1 server directly.
+    /// Its first bytes (or ALPN) say HTTP/1: its plain requests served by [`http1`], the
+    /// rest of it, from the first request that asks for more, by hyper's HTTP/1 server.
     Http1,
     /// HTTP/2 or not yet known: hyper-util reads the preface and picks.
     Detect,
