@@ -28,13 +28,14 @@ use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// hyper's limit on a request's header fields.
 const MAX_HEADERS: usize = 100;
 /// The read buffer's room, as hyper's; a head may grow it to the configured limit.
 const READ_ROOM: usize = 8192;
-/// The request fields the gateway may add: three of identity, four of forwarding, one spare.
+/// The request fields the gateway may insert on the way out: for hyper's clients, three of
+/// identity and four of forwarding; one spare.
 const ADDED_FIELDS: usize = 8;
 /// The most fields a header map kept for the next request holds room for.
 const SPARE_FIELDS: usize = 64;
@@ -131,7 +132,13 @@ where
         match sent {
             Ok(true) => {}
             Ok(false) => {
-                let _ = io.shutdown().await;
+                // As hyper closes: a FIN (or TLS's close_notify), unless the watchdog gives
+                // up on a client that does not take it.
+                poll_fn(|cx| match Pin::new(&mut io).poll_shutdown(cx) {
+                    Poll::Pending if watched.order(cx) != Order::Close => Poll::Pending,
+                    _ => Poll::Ready(()),
+                })
+                .await;
                 return Served::Closed;
             }
             Err(error) => {
@@ -216,8 +223,8 @@ fn plain_request(read: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
     let Ok(uri) = http::Uri::from_maybe_shared(slice_of(target.as_bytes())) else {
         return Head::Other;
     };
-    // Room for the fields the gateway adds (identity, forwarding): growing the map on the
-    // way out would move it whole.
+    // Room for the fields the gateway may insert: growing the map on the way out would
+    // move it whole.
     let mut headers = spare.take().unwrap_or_default();
     headers.reserve(parsed.headers.len() + ADDED_FIELDS);
     for field in parsed.headers.iter() {
@@ -577,7 +584,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
-    use tokio::io::AsyncReadExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::sync::watch;
 
     fn watched() -> (Arc<Watched>, impl Drop, watch::Sender<bool>) {
