@@ -656,6 +656,9 @@ mod tests {
             "GET / HTTP/1.1\r\nTE: trailers\r\n\r\n",
             "GET / HTTP/1.1\r\nbad name: x\r\n\r\n",
             "GET /\x7f HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nx-a: 1\r\n folded\r\n\r\n",
+            "GET / HTTP/1.1\r\nx-a: 1\rx-b: 2\r\n\r\n",
+            "GET / HTTP/1.1\r\nx-a : 1\r\n\r\n",
             "\x16\x03\x01\x02\x00\x01\x00\x01\x7c\x03\x03",
         ];
         for sent in others {
