@@ -782,4 +782,83 @@ mod tests {
         assert!(matches!(served, Ok(Served::Closed)));
         assert!(abandoned.load(Ordering::SeqCst));
     }
+    fn method_and_path_as_body(request: Request<Body>) -> Response<Body> {
+        let said = format!("{} {}", request.method(), request.uri().path());
+        Response::new(Body::from(said))
+    }
+
+    /// Serves `sent`, written in `piece`-byte pieces and then closed, each request answered
+    /// with its method and path: what the loop wrote back, and the bytes it handed over (if
+    /// it did).
+    async fn exchange_in_pieces(sent: &[u8], piece: usize) -> (String, Option<Bytes>) {
+        let (watched, _task, _stop) = watched();
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let send = async {
+            for p in sent.chunks(piece) {
+                // The loop may have handed the connection over and dropped it already.
+                let _ = client_write.write_all(p).await;
+                tokio::task::yield_now().await;
+            }
+            let _ = client_write.shutdown().await;
+        };
+        let serving = async {
+            let served = serve(server, &watched, 8192, |request| {
+                std::future::ready(method_and_path_as_body(request))
+            })
+            .await;
+            match served {
+                Served::Closed => None,
+                Served::HandedOver { io, read } => {
+                    drop(io);
+                    Some(read)
+                }
+            }
+        };
+        let receive = async {
+            let mut written = Vec::new();
+            let _ = client_read.read_to_end(&mut written).await;
+            String::from_utf8_lossy(&written).into_owned()
+        };
+        let ((), handed, written) = tokio::join!(send, serving, receive);
+        (written, handed)
+    }
+
+    proptest::proptest! {
+        /// Plain requests, then any bytes, in any pieces: every plain request is answered,
+        /// in order, and what the loop does not serve goes to hyper as it came, from where
+        /// the loop stopped; no byte is lost or served twice, and nothing panics.
+        #[test]
+        fn what_the_loop_does_not_serve_goes_to_hyper_as_it_came(
+            plain in 0usize..4,
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            piece in 1usize..64,
+        ) {
+            let mut sent = Vec::new();
+            for i in 0..plain {
+                sent.extend_from_slice(format!("GET /{i} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes());
+            }
+            let served_len = sent.len();
+            sent.extend_from_slice(&tail);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (written, handed) = runtime.block_on(exchange_in_pieces(&sent, piece));
+            let answers: Vec<&str> = written.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
+            proptest::prop_assert!(answers.len() >= plain, "{:?}", written);
+            for (i, answer) in answers.iter().take(plain).enumerate() {
+                let said = format!("\r\n\r\nGET /{i}");
+                proptest::prop_assert!(answer.ends_with(&said), "{:?}", answer);
+            }
+            // Unless the random bytes made a plain request too, the loop stopped where they
+            // began: that is where what it hands over starts.
+            if let (Some(handed), true) = (handed, answers.len() == plain) {
+                proptest::prop_assert!(
+                    sent[served_len..].starts_with(&handed),
+                    "handed over {:?}, not what followed the served requests", handed
+                );
+            }
+        }
+    }
 }
