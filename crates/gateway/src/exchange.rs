@@ -513,7 +513,7 @@ fn parse_answer(
     // then split the head off the buffer.
     let base = buf.as_ptr() as usize;
     let mut named = Vec::with_capacity(parsed.headers.len());
-    let mut connection = ConnectionTokens::default();
+    let mut connection = crate::headers::ConnectionTokens::default();
     for field in parsed.headers.iter() {
         // A `Connection` naming only `keep-alive` or `close` (as nearly every answer's
         // does) is this hop's alone: read here, not passed on to be removed later.
@@ -578,36 +578,6 @@ fn parse_answer(
         framing,
         reusable,
     })))
-}
-
-/// What an answer's `Connection` fields say of its connection.
-#[derive(Debug, Default)]
-struct ConnectionTokens {
-    close: bool,
-    keep_alive: bool,
-}
-
-impl ConnectionTokens {
-    /// Reads one `Connection` value; true if it names more than `close` and `keep-alive`
-    /// (header names, to be removed with it).
-    fn read(&mut self, value: &[u8]) -> bool {
-        let mut names_others = false;
-        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-            if token.eq_ignore_ascii_case(b"close") {
-                self.close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                self.keep_alive = true;
-            } else if !token.is_empty() {
-                names_others = true;
-            }
-        }
-        names_others
-    }
-
-    /// Whether the answer lets the connection carry another request (RFC 9112 §9.3).
-    fn keep_alive(&self, version: Version) -> bool {
-        !self.close && (version == Version::HTTP_11 || self.keep_alive)
-    }
 }
 
 /// Where an answer's body is in its framing.

@@ -233,6 +233,36 @@ pub(crate) fn take_hop_by_hop(request: &mut http::Request<impl Sized>) -> Hop {
     }
 }
 
+/// What a message's `Connection` fields say of its connection, read from their bytes.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionTokens {
+    pub(crate) close: bool,
+    keep_alive: bool,
+}
+
+impl ConnectionTokens {
+    /// Reads one `Connection` value; true if it names more than `close` and `keep-alive`
+    /// (header names, to be removed with it).
+    pub(crate) fn read(&mut self, value: &[u8]) -> bool {
+        let mut names_others = false;
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                names_others = true;
+            }
+        }
+        names_others
+    }
+
+    /// Whether an answer lets the connection carry another request (RFC 9112 §9.3).
+    pub(crate) fn keep_alive(&self, version: http::Version) -> bool {
+        !self.close && (version == http::Version::HTTP_11 || self.keep_alive)
+    }
+}
+
 /// Whether a comma-separated header's values include `token` (any case).
 pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers

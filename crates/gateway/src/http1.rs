@@ -193,7 +193,7 @@ fn plain_request(read: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
         Ok(m) if m != Method::HEAD && m != Method::CONNECT => m,
         _ => return Head::Other,
     };
-    let mut wants_close = false;
+    let mut connection = crate::headers::ConnectionTokens::default();
     let mut lengths = 0;
     for field in parsed.headers.iter() {
         let name = field.name.as_bytes();
@@ -208,8 +208,8 @@ fn plain_request(read: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
             || name.eq_ignore_ascii_case(b"te")
         {
             return Head::Other;
-        } else if name.eq_ignore_ascii_case(b"connection") && names_close(field.value) {
-            wants_close = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            connection.read(field.value);
         }
     }
     // The head's own copy, so that the read buffer is free for the next one while this
@@ -242,14 +242,7 @@ fn plain_request(read: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
-    Head::Plain(request, wants_close)
-}
-
-/// Whether a `Connection` value names `close`.
-fn names_close(value: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    Head::Plain(request, connection.close)
 }
 
 /// How an answer's body goes on the wire.
@@ -385,7 +378,7 @@ fn encode_head(
     let mut lengths_disagree = false;
     // Whether a `Transfer-Encoding` was written, and whether its last coding is chunked.
     let mut codings: Option<bool> = None;
-    let mut closes = false;
+    let mut connection = crate::headers::ConnectionTokens::default();
     let mut dated = false;
     for (name, value) in &parts.headers {
         match *name {
@@ -406,7 +399,9 @@ fn encode_head(
                     .unwrap_or(b"");
                 codings = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
-            http::header::CONNECTION => closes |= names_close(value.as_bytes()),
+            http::header::CONNECTION => {
+                connection.read(value.as_bytes());
+            }
             http::header::DATE => dated = true,
             _ => {}
         }
@@ -454,7 +449,7 @@ fn encode_head(
             }
         }
     };
-    if !keep_alive && !closes {
+    if !keep_alive && !connection.close {
         out.extend_from_slice(b"connection: close\r\n");
     }
     if !dated {
@@ -463,7 +458,7 @@ fn encode_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok((framing, keep_alive && !closes))
+    Ok((framing, keep_alive && !connection.close))
 }
 
 fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

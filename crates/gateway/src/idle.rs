@@ -223,7 +223,7 @@ impl Watched {
     pub(crate) fn order(&self, cx: &Context<'_>) -> Order {
         // Registered first, so that an order given between the two is not missed.
         self.waker.register(cx.waker());
-        Order::from_u8(self.order.load(Ordering::Acquire))
+        self.current()
     }
 
     /// The watchdog's order as it stands, without waiting on it.
