@@ -134,11 +134,9 @@ where
             Ok(false) => {
                 // As hyper closes: a FIN (or TLS's close_notify), unless the watchdog gives
                 // up on a client that does not take it.
-                poll_fn(|cx| match Pin::new(&mut io).poll_shutdown(cx) {
-                    Poll::Pending if watched.order(cx) != Order::Close => Poll::Pending,
-                    _ => Poll::Ready(()),
-                })
-                .await;
+                let _ =
+                    poll_fn(|cx| until_closed(Pin::new(&mut io).poll_shutdown(cx), watched, cx))
+                        .await;
                 return Served::Closed;
             }
             Err(error) => {
@@ -297,14 +295,8 @@ async fn send_answer<IO: AsyncWrite + Unpin>(
                     // Nothing more yet: what is gathered goes now, then wait for more.
                     write_watched(io, out, watched).await?;
                     out.clear();
-                    poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
-                        Poll::Pending if watched.order(cx) == Order::Close => {
-                            Poll::Ready(Err(SendError::Closed))
-                        }
-                        Poll::Pending => Poll::Pending,
-                        Poll::Ready(frame) => Poll::Ready(Ok(frame)),
-                    })
-                    .await?
+                    poll_fn(|cx| until_closed(Pin::new(&mut body).poll_frame(cx), watched, cx))
+                        .await?
                 }
             };
             let Some(frame) = frame else { break };
@@ -493,25 +485,28 @@ async fn write_watched<IO: AsyncWrite + Unpin>(
     watched: &Watched,
 ) -> Result<(), SendError> {
     while !bytes.is_empty() {
-        let n = poll_fn(|cx| match Pin::new(&mut *io).poll_write(cx, bytes) {
-            Poll::Pending if watched.order(cx) == Order::Close => {
-                Poll::Ready(Err(SendError::Closed))
-            }
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(written) => Poll::Ready(written.map_err(SendError::Io)),
-        })
-        .await?;
+        let n = poll_fn(|cx| until_closed(Pin::new(&mut *io).poll_write(cx, bytes), watched, cx))
+            .await??;
         if n == 0 {
             return Err(SendError::Io(io::ErrorKind::WriteZero.into()));
         }
         bytes = &bytes[n..];
     }
-    poll_fn(|cx| match Pin::new(&mut *io).poll_flush(cx) {
+    Ok(poll_fn(|cx| until_closed(Pin::new(&mut *io).poll_flush(cx), watched, cx)).await??)
+}
+
+/// `polled`, or [`SendError::Closed`] once the watchdog closes the connection while it
+/// waits (a client that stopped reading, an answer that stopped coming).
+fn until_closed<T>(
+    polled: Poll<T>,
+    watched: &Watched,
+    cx: &Context<'_>,
+) -> Poll<Result<T, SendError>> {
+    match polled {
+        Poll::Ready(done) => Poll::Ready(Ok(done)),
         Poll::Pending if watched.order(cx) == Order::Close => Poll::Ready(Err(SendError::Closed)),
         Poll::Pending => Poll::Pending,
-        Poll::Ready(flushed) => Poll::Ready(flushed.map_err(SendError::Io)),
-    })
-    .await
+    }
 }
 
 /// A connection handed to hyper: the bytes this loop read from it come first.
