@@ -54,14 +54,17 @@ bench_wait_for() { # url [header]
   bench_fail "$1 did not come up"
 }
 
-# nginx answering 200 "ok" on UPSTREAM_PORT (the trivial upstream) and, with a second port,
-# proxying to it without authentication (the baseline proxy). Access log off.
-bench_nginx() { # dir upstream-port [proxy-port]
-  local dir=$1 up=$2 proxy=${3:-}
+# An nginx configuration in DIR/nginx.conf: with UPSTREAM_PORT given, nginx answering 200 "ok"
+# there (the trivial upstream); with PROXY_PORT given, nginx proxying to UPSTREAM_PORT without
+# authentication (the baseline proxy); WORKERS worker processes (default auto). Access log
+# off. TOP and SERVER are extra lines for the top level and the proxy's server block.
+bench_nginx_conf() { # dir serve-upstream(yes|no) upstream-port [proxy-port] [workers] [top] [server]
+  local dir=$1 serve=$2 up=$3 proxy=${4:-} workers=${5:-auto} top=${6:-} server=${7:-}
   mkdir -p "$dir"
   {
     cat <<NGINX
-worker_processes auto;
+$top
+worker_processes $workers;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
 daemon off;
@@ -76,20 +79,34 @@ http {
   scgi_temp_path $dir/scgi;
   keepalive_requests 1000000;
   upstream app { server 127.0.0.1:$up; keepalive 256; }
-  server { listen 127.0.0.1:$up; location / { return 200 "ok\n"; } }
 NGINX
+    if [[ $serve == yes ]]; then
+      echo "  server { listen 127.0.0.1:$up; location / { return 200 \"ok\\n\"; } }"
+    fi
     if [[ -n $proxy ]]; then
       cat <<NGINX
   server {
     listen 127.0.0.1:$proxy;
+    $server
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 NGINX
     fi
     echo "}"
   } >"$dir/nginx.conf"
-  nginx -c "$dir/nginx.conf" &
+}
+
+# Starts nginx on DIR/nginx.conf in the background, on the CPUs listed (taskset) if any.
+bench_nginx_start() { # dir [cpus]
+  ${2:+taskset -c "$2"} nginx -c "$1/nginx.conf" &
   bench_pids+=($!)
+}
+
+# The trivial upstream on UPSTREAM_PORT and, with PROXY_PORT, the baseline proxy to it, in
+# one nginx.
+bench_nginx() { # dir upstream-port [proxy-port]
+  bench_nginx_conf "$1" yes "$2" "${3:-}"
+  bench_nginx_start "$1"
 }
 
 # A gateway config: one route to the upstream, the token's issuer with its JWKS URL, any
