@@ -201,6 +201,9 @@ impl Token {
 #[derive(Debug)]
 enum Verdict {
     Missing,
+    /// The header the token is read from came more than once: which one the app reads is
+    /// its own guess, so none is judged.
+    Repeated,
     Verified(Identity),
     Refused(gatehouse_verify::Error),
 }
@@ -608,22 +611,24 @@ async fn admit(
     preflight_passes: bool,
     outcome: &mut Outcome,
 ) -> Response {
-    let sent = token_header(request.headers());
-    let recalled = sent
-        .as_ref()
-        .and_then(|(header, value)| conn.recall(header, value, ctx));
-    let (token, verdict) = match recalled {
-        Some((token, identity)) => (Some(token), Verdict::Verified(identity)),
-        None => {
-            let token = sent.and_then(|(header, value)| token_in(header, value));
-            let verdict = verify(shared, ctx, token.as_ref()).await;
-            if let (Some(token), Verdict::Verified(identity), Some(verifier)) =
-                (&token, &verdict, &ctx.route.verifier)
-            {
-                conn.remember(token, identity, verifier);
-            }
-            (token, verdict)
+    let (token, verdict) = 'judged: {
+        let Ok(sent) = token_header(request.headers()) else {
+            break 'judged (None, Verdict::Repeated);
+        };
+        let recalled = sent
+            .as_ref()
+            .and_then(|(header, value)| conn.recall(header, value, ctx));
+        if let Some((token, identity)) = recalled {
+            break 'judged (Some(token), Verdict::Verified(identity));
         }
+        let token = sent.and_then(|(header, value)| token_in(header, value));
+        let verdict = verify(shared, ctx, token.as_ref()).await;
+        if let (Some(token), Verdict::Verified(identity), Some(verifier)) =
+            (&token, &verdict, &ctx.route.verifier)
+        {
+            conn.remember(token, identity, verifier);
+        }
+        (token, verdict)
     };
     // Who-am-I answers after verification and before the invoker check, as IAP's
     // `gcp-iap-mode=IDENTITY`.
@@ -671,14 +676,25 @@ fn token_in(header: HeaderName, value: &HeaderValue) -> Option<Token> {
     })
 }
 
+/// The header the token is read from came more than once.
+struct Repeated;
+
 /// The header the token is read from, and its value: `X-Serverless-Authorization` first
-/// (then `Authorization` is the app's), else `Authorization`, as Cloud Run.
-fn token_header(headers: &http::HeaderMap) -> Option<(HeaderName, &HeaderValue)> {
+/// (then `Authorization` is the app's), else `Authorization`, as Cloud Run. Either is a
+/// single field (RFC 9110 §11.6.2); sent twice, it is refused rather than one of its values
+/// judged while the app may read the other.
+fn token_header(headers: &http::HeaderMap) -> Result<Option<(HeaderName, &HeaderValue)>, Repeated> {
     const SERVERLESS: HeaderName = HeaderName::from_static(SERVERLESS_AUTHORIZATION);
-    match headers.get(SERVERLESS) {
-        Some(v) => Some((SERVERLESS, v)),
-        None => Some((header::AUTHORIZATION, headers.get(header::AUTHORIZATION)?)),
+    for name in [SERVERLESS, header::AUTHORIZATION] {
+        let mut values = headers.get_all(&name).iter();
+        if let Some(value) = values.next() {
+            return match values.next() {
+                None => Ok(Some((name, value))),
+                Some(_) => Err(Repeated),
+            };
+        }
     }
+    Ok(None)
 }
 
 async fn verify(shared: &Shared, ctx: &Ctx, token: Option<&Token>) -> Verdict {
@@ -707,6 +723,9 @@ fn require_token<'v>(
         Verdict::Verified(identity) => Ok(identity),
         Verdict::Missing => {
             Err(outcome.refuse(StatusCode::UNAUTHORIZED, "invalid_token", "missing_token"))
+        }
+        Verdict::Repeated => {
+            Err(outcome.refuse(StatusCode::UNAUTHORIZED, "invalid_token", "repeated_token"))
         }
         // The token could not be judged: the caller may retry the same token.
         Verdict::Refused(e) if e.is_unavailable() => {
@@ -743,6 +762,7 @@ fn authorize(ctx: &Ctx, verdict: &Verdict, outcome: &mut Outcome) -> Result<(), 
     if ctx.route.public {
         match verdict {
             Verdict::Refused(e) => outcome.reason = Some(e.code()),
+            Verdict::Repeated => outcome.reason = Some("repeated_token"),
             Verdict::Verified(id) => outcome.caller = Some(id.clone()),
             Verdict::Missing => {}
         }

@@ -145,6 +145,72 @@ async fn serverless_authorization_takes_precedence_and_leaves_authorization_to_t
     assert_eq!(seen.status, 401);
 }
 
+/// `Authorization` (or `X-Serverless-Authorization`) sent twice: judging one value while
+/// the app may read the other would let an unverified token ride on a verified one.
+#[tokio::test]
+async fn a_token_header_sent_twice_is_refused_and_names_nobody_on_a_public_route() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let checked = |name: &str, prefix: &str, allow: &str| {
+        format!(
+            "[[route]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"http://{up}\"\nurl = \"{AUD}\"\nissuers = [{{ profile = \"{ISSUER}\", jwks = \"{}\" }}]\nallow = [\"{allow}\"]\nforward_token = \"keep\"\n",
+            issuer.jwks_url()
+        )
+    };
+    let gw = gateway(&format!(
+        "{}{}",
+        checked("api", "/api", "user:alice@example.com"),
+        checked("public", "/", "allUsers")
+    ))
+    .await;
+    let alice = issuer.token("alice@example.com");
+    let mallory = issuer.token_with("mallory@example.com", json!({"aud": "elsewhere"}));
+    for header in ["authorization", "x-serverless-authorization"] {
+        let seen = send(
+            client()
+                .get(gw.url("/api/x"))
+                .header(header, format!("Bearer {alice}"))
+                .header(header, format!("Bearer {mallory}")),
+        )
+        .await;
+        assert_eq!(seen.status, 401, "{header}");
+        assert_eq!(
+            seen.body,
+            json!({"error": "invalid_token", "reason": "repeated_token"})
+        );
+        assert!(seen.body.get("headers").is_none(), "the upstream saw nothing");
+        // The same token twice is no better.
+        let seen = send(
+            client()
+                .get(gw.url("/api/x"))
+                .header(header, format!("Bearer {alice}"))
+                .header(header, format!("Bearer {alice}")),
+        )
+        .await;
+        assert_eq!(seen.status, 401, "{header}");
+    }
+    // Once, the same token is admitted: the refusal above is the repetition's.
+    let seen = send(client().get(gw.url("/api/x")).bearer_auth(&alice)).await;
+    assert_eq!(seen.status, 200);
+    // A public route refuses nothing, but a repeated header names nobody: both values go
+    // to the app as sent, and no identity is added.
+    let seen = send(
+        client()
+            .get(gw.url("/"))
+            .header("authorization", format!("Bearer {alice}"))
+            .header("authorization", format!("Bearer {mallory}")),
+    )
+    .await;
+    assert_eq!(seen.status, 200);
+    let up_h = upstream_headers(&seen);
+    assert_eq!(
+        up_h.all("authorization"),
+        [format!("Bearer {alice}"), format!("Bearer {mallory}")]
+    );
+    assert!(up_h.header("x-goog-authenticated-user-email").is_none());
+    assert!(up_h.header("x-goog-iap-jwt-assertion").is_none());
+}
+
 #[tokio::test]
 async fn forward_token_keep_and_strip() {
     let issuer = Issuer::start().await;
