@@ -735,7 +735,7 @@ fn compile_route(
         .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase());
     if host
         .as_deref()
-        .is_some_and(|h| h.is_empty() || h.contains(['/', ' ', ':']))
+        .is_some_and(|h| h.is_empty() || !h.bytes().all(crate::routes::is_host_name_byte))
     {
         return Err(at.error(
             None,

@@ -115,26 +115,51 @@ pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// The lowercase host of a `Host` value or authority, without port or trailing dot;
-/// borrowed when it already is (the usual case: no allocation per request).
-pub(crate) fn normalize_host(raw: &str) -> Cow<'_, str> {
+/// borrowed when it already is (the usual case: no allocation per request). `None` when it
+/// is no host: a port of anything but digits, an IPv6 literal not closed or followed by
+/// more, a byte no host name has. Such a value must not fall through to a route without a
+/// host while the server behind reads a host of its own out of it (`admin.example:abc` is
+/// `admin.example` to nginx and Go alike).
+pub(crate) fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
     let raw = raw.trim();
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let (literal, after) = rest.split_once(']')?;
+        if literal.is_empty()
+            || !literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        let port = match after {
+            "" => "",
+            _ => after.strip_prefix(':')?,
+        };
+        (literal, port)
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                raw
-            }
-        })
+        let (host, port) = raw.rsplit_once(':').unwrap_or((raw, ""));
+        if !host.bytes().all(is_host_name_byte) {
+            return None;
+        }
+        (host, port)
     };
+    // RFC 3986 §3.2.3: `port = *DIGIT`; five at most, as no port has more.
+    if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let host = host.trim_end_matches('.');
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
-    }
+    })
+}
+
+/// A byte of a host name or IPv4 address as clients send them: letters, digits, `-`, `.`,
+/// and the `_` and `~` some internal names use. (RFC 3986's reg-name also allows escapes
+/// and sub-delimiters, which no DNS name has and servers read differently.)
+pub(crate) fn is_host_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 /// Everything a request needs from configuration, swapped whole on reload.
@@ -214,10 +239,38 @@ mod tests {
 
     #[test]
     fn hosts_are_normalized() {
-        assert_eq!(normalize_host("Example.COM:8080"), "example.com");
-        assert_eq!(normalize_host("example.com."), "example.com");
-        assert_eq!(normalize_host("[::1]:80"), "::1");
-        assert_eq!(normalize_host("127.0.0.1"), "127.0.0.1");
+        let host = |raw| normalize_host(raw).map(Cow::into_owned);
+        assert_eq!(host("Example.COM:8080").as_deref(), Some("example.com"));
+        assert_eq!(host("example.com.").as_deref(), Some("example.com"));
+        assert_eq!(host("example.com:").as_deref(), Some("example.com"));
+        assert_eq!(host("[::1]:80").as_deref(), Some("::1"));
+        assert_eq!(host("[::1]").as_deref(), Some("::1"));
+        assert_eq!(host("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(host("").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn what_is_no_host_is_refused_not_read_as_another() {
+        for raw in [
+            "admin.example:abc",
+            "admin.example:80x",
+            "admin.example: 80",
+            "admin.example:123456",
+            "admin.example:80:80",
+            "admin example",
+            "admin.example/x",
+            "admin%2eexample",
+            "admin.example@evil",
+            "[::1",
+            "[::1]x",
+            "[::1]:8o",
+            "[]",
+            "[v1.x]",
+            "[::1%25eth0]",
+            "caf\u{e9}.example",
+        ] {
+            assert_eq!(normalize_host(raw), None, "{raw:?}");
+        }
     }
 
     #[test]

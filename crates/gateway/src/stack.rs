@@ -506,9 +506,11 @@ fn requested_host(
             let named = HeaderValue::from_str(authority.as_str()).map_err(|_| ())?;
             if version == http::Version::HTTP_2 {
                 if let Some(h) = header {
-                    let same = h
-                        .to_str()
-                        .is_ok_and(|h| normalize_host(h) == normalize_host(authority.as_str()));
+                    let same = h.to_str().is_ok_and(|h| {
+                        normalize_host(h).is_some_and(|h| {
+                            normalize_host(authority.as_str()).is_some_and(|a| a == h)
+                        })
+                    });
                     if !same {
                         return Err(());
                     }
@@ -543,7 +545,9 @@ async fn select_route(
     let Ok(host) = requested_host(uri, headers, version) else {
         return Err(outcome.refuse(StatusCode::BAD_REQUEST, "bad_request", "bad_host"));
     };
-    let normalized = normalize_host(host.to_str().unwrap_or_default());
+    let Some(normalized) = host.to_str().ok().and_then(normalize_host) else {
+        return Err(outcome.refuse(StatusCode::BAD_REQUEST, "bad_request", "bad_host"));
+    };
     let path = uri.path();
     let route = snapshot
         .select(Some(&normalized), path)

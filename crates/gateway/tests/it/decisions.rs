@@ -178,7 +178,10 @@ async fn a_token_header_sent_twice_is_refused_and_names_nobody_on_a_public_route
             seen.body,
             json!({"error": "invalid_token", "reason": "repeated_token"})
         );
-        assert!(seen.body.get("headers").is_none(), "the upstream saw nothing");
+        assert!(
+            seen.body.get("headers").is_none(),
+            "the upstream saw nothing"
+        );
         // The same token twice is no better.
         let seen = send(
             client()

@@ -202,6 +202,33 @@ allow = ["user:alice@example.com"]
     // HTTP/1.0 may name no host: the host-less route serves it.
     let (status, answer) = raw(gw.addr, "GET / HTTP/1.0\r\n\r\n").await;
     assert_eq!(status, 200, "{answer}");
+    // What is no host is refused, not routed as a host no route names while the server
+    // behind reads `admin.example` out of it (nginx and Go do).
+    for host in [
+        "admin.example:abc",
+        "admin.example:80x",
+        "ADMIN.example:443443",
+        "admin.example\u{ff}",
+        "[::1]admin.example",
+    ] {
+        let request = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let (status, answer) = raw(gw.addr, &request).await;
+        assert_eq!(status, 400, "{host:?}: {answer}");
+        assert!(refused(&answer, "bad_host"), "{host:?}: {answer}");
+    }
+    let (status, answer) = raw(
+        gw.addr,
+        "GET http://admin.example:abc/x HTTP/1.1\r\nHost: admin.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    // A port of digits is a port: the admin route judges the request.
+    let (status, answer) = raw(
+        gw.addr,
+        "GET /x HTTP/1.1\r\nHost: Admin.Example.:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 401, "{answer}");
 }
 
 /// A body under a transfer coding hyper does not take off (only `chunked` is) would go
