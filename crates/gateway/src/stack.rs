@@ -440,12 +440,20 @@ async fn route_request(
             }
             crate::config::CorsMode::Pass => {
                 // It passes unauthenticated, so it passes as what a preflight is: a
-                // question without a body, not a way to drive a handler that ignores the
-                // method.
+                // question without a body or credentials (a browser sends none with it),
+                // not a way to drive a handler that ignores the method, nor to have an
+                // identity asserted for a policy never checked.
                 preflight_passes = true;
                 *request.body_mut() = Body::empty();
-                request.headers_mut().remove(header::CONTENT_LENGTH);
-                request.headers_mut().remove(header::TRANSFER_ENCODING);
+                let h = request.headers_mut();
+                for name in [
+                    header::CONTENT_LENGTH,
+                    header::TRANSFER_ENCODING,
+                    header::AUTHORIZATION,
+                    HeaderName::from_static(SERVERLESS_AUTHORIZATION),
+                ] {
+                    h.remove(name);
+                }
             }
             crate::config::CorsMode::RequireAuth => {}
         }

@@ -493,6 +493,26 @@ async fn cors_preflight_pass_and_require_auth_modes() {
     let seen = send(preflight("/api").body("x".repeat(1000))).await;
     assert_eq!(seen.status, 200);
     assert_eq!(seen.body["body_bytes"], 0);
+    // Nor with credentials, which no browser sends with one: the policy was not checked,
+    // so no token, no identity and no assertion signed by the gateway reach the app.
+    let token = issuer.token("mallory@example.com");
+    let seen = send(
+        preflight("/api")
+            .bearer_auth(&token)
+            .header("x-serverless-authorization", format!("Bearer {token}")),
+    )
+    .await;
+    assert_eq!(seen.status, 200);
+    let up_h = upstream_headers(&seen);
+    for name in [
+        "authorization",
+        "x-serverless-authorization",
+        "x-goog-authenticated-user-email",
+        "x-goog-authenticated-user-id",
+        "x-goog-iap-jwt-assertion",
+    ] {
+        assert!(up_h.header(name).is_none(), "{name}");
+    }
     // pass covers only preflights: the actual request still needs a token.
     assert_eq!(send(client().post(gw.url("/api"))).await.status, 401);
     // require_auth (the default, Cloud Run's behaviour): a preflight is a request like any other.
