@@ -68,12 +68,15 @@ fn is_spoofable(name: &HeaderName, from_trusted_proxy: bool) -> bool {
     let n = name.as_str(); // always lowercase
     if n.contains('_') {
         let n = n.replace('_', "-");
-        // A proxy writes the forwarding names with `-`: the `_` twins are nobody's.
+        // A proxy writes the forwarding names with `-`: the `_` twins are nobody's. Nor
+        // is the token's: the app would read a twin of `X-Serverless-Authorization` as the
+        // token the gateway checked (Cloud Run's precedence), signature removed or not.
         return is_identity_name(&n)
             || is_client_claim(&n)
             || is_url_override(&n)
             || n.starts_with("x-forwarded-")
-            || n == "forwarded";
+            || n == "forwarded"
+            || n == "x-serverless-authorization";
     }
     is_identity_name(n) || is_url_override(n) || (!from_trusted_proxy && is_client_claim(n))
 }
@@ -557,6 +560,8 @@ mod tests {
                 "x_real_ip",
                 "x-real-ip",
                 "x-original-url",
+                "x_serverless_authorization",
+                "x-serverless_authorization",
                 "x-api_key",
                 "x-request-id",
             ] {
