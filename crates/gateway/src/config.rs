@@ -709,7 +709,10 @@ fn normalize_prefix(p: &str) -> Result<String, String> {
     if p.contains(['?', '#']) || p.contains(char::is_whitespace) {
         return Err(format!("path_prefix {p:?} may not contain ?, # or spaces"));
     }
-    let trimmed = p.trim_end_matches('/');
+    // In the one spelling request paths are routed by, or a prefix written another way
+    // (`/café`, `/%7Eadmin`) would never match the paths it means.
+    let normal = crate::paths::normalize(p).map_err(|e| format!("path_prefix {p:?}: {e}"))?;
+    let trimmed = normal.trim_end_matches('/');
     Ok(if trimmed.is_empty() {
         "/".into()
     } else {

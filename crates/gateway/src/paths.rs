@@ -2,8 +2,10 @@
 //! prefix, so the path it is chosen by must be the one the upstream acts on:
 //!
 //! - one spelling per resource (RFC 3986 §6.2.2): percent-encoded unreserved characters
-//!   decoded, other escapes in upper case, dot segments removed (§5.2.4), repeated slashes
-//!   merged (nginx's `merge_slashes`); the upstream is sent this path, not the client's;
+//!   decoded, other escapes in upper case, bytes past ASCII (which `http::Uri` lets through
+//!   raw) percent-encoded, dot segments removed (§5.2.4), repeated slashes merged (nginx's
+//!   `merge_slashes`); the upstream is sent this path, not the client's, and route
+//!   prefixes are read the same way;
 //! - no spelling whose meaning servers disagree on: an encoded `/`, `\` or NUL, a literal
 //!   `\`, or a malformed escape is refused;
 //! - readings some servers make of a path (path parameters dropped, as Tomcat, Jetty and
@@ -36,7 +38,7 @@ pub(crate) fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
     let b = path.as_bytes();
     let plain = b.iter().enumerate().all(|(i, &c)| match c {
-        b'%' | b'\\' => false,
+        b'%' | b'\\' | 0x80.. => false,
         b'/' => !matches!(b.get(i + 1), Some(b'/' | b'.')),
         _ => true,
     });
@@ -52,7 +54,8 @@ pub(crate) fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
 }
 
-/// `%XX` of an unreserved character decoded, other escapes upper-cased; an encoded `/`,
+/// `%XX` of an unreserved character decoded, other escapes upper-cased, bytes past ASCII
+/// encoded (`/café` and `/caf%c3%a9` are one resource to the upstream); an encoded `/`,
 /// `\` or NUL, a literal `\`, or a malformed escape refused.
 fn decode_unreserved(path: &str) -> Result<String, PathError> {
     let b = path.as_bytes();
@@ -82,12 +85,18 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 }
                 i += 3;
             }
+            c @ 0x80.. => {
+                out.push('%');
+                out.push(char::from(HEX_UPPER[usize::from(c >> 4)]));
+                out.push(char::from(HEX_UPPER[usize::from(c & 0xf)]));
+                i += 1;
+            }
             _ => {
-                // Copy up to the next byte of interest in one go (the path is ASCII
-                // already: `http::Uri` admits no other bytes).
+                // Copy up to the next byte of interest in one go (an ASCII byte, so the
+                // cut is on a character boundary).
                 let run = b[i..]
                     .iter()
-                    .position(|&c| c == b'%' || c == b'\\')
+                    .position(|&c| c == b'%' || c == b'\\' || c >= 0x80)
                     .unwrap_or(b.len() - i);
                 out.push_str(&path[i..i + run]);
                 i += run;
@@ -96,6 +105,8 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
     }
     Ok(out)
 }
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 fn hex(digit: u8) -> u8 {
     match digit {
@@ -197,6 +208,10 @@ mod tests {
             ("/static/%2e%2e/admin", "/admin"),
             ("/static/%2E./admin", "/admin"),
             ("/a/./b", "/a/b"),
+            ("/caf\u{e9}/x", "/caf%C3%A9/x"),
+            ("/caf%c3%a9/x", "/caf%C3%A9/x"),
+            ("/caf%C3%A9/x", "/caf%C3%A9/x"),
+            ("/%E2%82%AC\u{20ac}", "/%E2%82%AC%E2%82%AC"),
             ("/a/b/..", "/a/"),
             ("/a/b/.", "/a/b/"),
             ("/..", "/"),

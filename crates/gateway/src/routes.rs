@@ -214,6 +214,14 @@ impl Snapshot {
     pub(crate) fn has_prefixes(&self) -> bool {
         self.routes.iter().any(|r| r.config.path_prefix != "/")
     }
+
+    /// Whether a prefix has upper case: a lower-case path may then be its to a server
+    /// comparing paths without case.
+    pub(crate) fn has_upper_case_prefixes(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.config.path_prefix.bytes().any(|b| b.is_ascii_uppercase()))
+    }
 }
 
 #[cfg(test)]

@@ -580,11 +580,15 @@ async fn select_route(
     if snapshot.has_prefixes() && !identity_endpoint {
         let readings = crate::paths::readings(path);
         let same = |other: Option<&Arc<Route>>| other.is_some_and(|o| Arc::ptr_eq(o, &route));
-        let elsewhere = readings
-            .without_params
-            .as_deref()
-            .is_some_and(|p| !same(snapshot.select(Some(&normalized), p)))
-            || (readings.has_upper_case && !same(snapshot.select_folded(Some(&normalized), path)));
+        // Case matters as soon as either side has upper case: `/admin` is `/Admin`'s to a
+        // server that folds it. Both readings at once too: `/ADMIN;x/users`.
+        let fold = readings.has_upper_case || snapshot.has_upper_case_prefixes();
+        let folded_elsewhere =
+            |p: &str| fold && !same(snapshot.select_folded(Some(&normalized), p));
+        let elsewhere = folded_elsewhere(path)
+            || readings.without_params.as_deref().is_some_and(|p| {
+                !same(snapshot.select(Some(&normalized), p)) || folded_elsewhere(p)
+            });
         if elsewhere {
             return Err(outcome.refuse(StatusCode::BAD_REQUEST, "bad_request", "ambiguous_path"));
         }

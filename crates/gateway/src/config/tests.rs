@@ -256,3 +256,21 @@ fn workers_default_to_the_cpus_and_a_bad_count_is_refused_where_it_is() {
         assert!(e.reason.contains("workers must be 1 to 256"), "{e}");
     }
 }
+
+#[test]
+fn prefixes_take_the_spelling_paths_are_routed_by() {
+    let prefix = |p: &str| {
+        let text = format!(
+            "[[route]]\npath_prefix = \"{p}\"\nupstream = \"http://x\"\nallow = [\"allUsers\"]\n"
+        );
+        Config::from_toml(&text, None).map(|c| c.routes[0].path_prefix.clone())
+    };
+    assert_eq!(prefix("/café/").unwrap(), "/caf%C3%A9");
+    assert_eq!(prefix("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+    assert_eq!(prefix("/%7Eadmin").unwrap(), "/~admin");
+    assert_eq!(prefix("/a//b/../c").unwrap(), "/a/c");
+    for bad in ["/a%2fb", "/a%zz", "/a\\\\b"] {
+        let error = prefix(bad).unwrap_err();
+        assert!(error.to_string().contains("path_prefix"), "{bad}: {error}");
+    }
+}

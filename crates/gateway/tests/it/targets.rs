@@ -109,6 +109,10 @@ async fn a_path_servers_read_differently_is_refused() {
         "/static/..;/admin/users",
         "/ADMIN/users",
         "/Admin",
+        // Both readings at once.
+        "/ADMIN;x/users",
+        "/Admin;jsessionid=1/users",
+        "/static/..;/ADMIN/users",
     ] {
         for token in ["", alice.as_str()] {
             let (status, answer) = raw(gw.addr, &get(path, token)).await;
@@ -140,6 +144,59 @@ async fn a_path_servers_read_differently_is_refused() {
         let (status, answer) = raw(gw.addr, &get(path, token)).await;
         assert_eq!(status, 200, "{path}: {answer}");
     }
+}
+
+/// A prefix is read as paths are: written with capitals, a lower-case path is its to a
+/// server folding case; written with a character past ASCII, raw or encoded in either
+/// case, it takes that character however the client spells it.
+#[tokio::test]
+async fn a_prefix_takes_every_spelling_of_its_paths() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let jwks = issuer.jwks_url();
+    let gw = gateway(&format!(
+        r#"
+[[route]]
+name = "site"
+upstream = "http://{up}"
+allow = ["allUsers"]
+
+[[route]]
+name = "admin"
+path_prefix = "/Admin"
+upstream = "http://{up}"
+url = "{AUD}"
+issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}]
+allow = ["user:alice@example.com"]
+
+[[route]]
+name = "cafe"
+path_prefix = "/café"
+upstream = "http://{up}"
+url = "{AUD}"
+issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}]
+allow = ["user:alice@example.com"]
+"#
+    ))
+    .await;
+    for path in ["/admin/x", "/admin", "/ADMIN;x/y"] {
+        let (status, answer) = raw(gw.addr, &get(path, "")).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert!(answer.contains("ambiguous_path"), "{path}: {answer}");
+    }
+    let (status, answer) = raw(gw.addr, &get("/Admin/x", "")).await;
+    assert_eq!(status, 401, "{answer}");
+    for path in ["/café/x", "/caf%C3%A9/x", "/caf%c3%a9/x"] {
+        let (status, answer) = raw(gw.addr, &get(path, "")).await;
+        assert_eq!(status, 401, "{path}: {answer}");
+    }
+    let alice = format!(
+        "Authorization: Bearer {}\r\n",
+        issuer.token("alice@example.com")
+    );
+    let (status, answer) = raw(gw.addr, &get("/café/x", &alice)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(upstream_path(&answer), "/caf%C3%A9/x");
 }
 
 #[tokio::test]
