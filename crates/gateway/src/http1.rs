@@ -8,7 +8,9 @@
 //! beyond a plain exchange: no body, no `Upgrade`, no `Expect`, no `TE`. The first head that
 //! asks for more, or does not parse, or does not fit, goes to hyper with the rest of the
 //! connection, the bytes already read first ([`Served::HandedOver`]), so hyper answers it
-//! (a body, `100 Continue`, a WebSocket, `400`, `431`) exactly as it always did.
+//! (a body, `100 Continue`, a WebSocket, `400`, `431`) exactly as it always did. A head
+//! that arrives whole but past the limit is refused here with `431` and the connection
+//! closed: the limit is the head's, wherever the reads fell.
 //!
 //! An answer is framed as hyper frames it: `Content-Length` from the body's exact size (or
 //! the header the answer carries), else chunked; no body for `204` and `304`; `Date` added
@@ -73,8 +75,11 @@ where
     loop {
         let (request, wants_close) = loop {
             if !read.is_empty() {
-                match plain_request(&mut read, &mut spare) {
-                    Head::Plain(request, wants_close) => break (request, wants_close),
+                match plain_request(&mut read, max_head, &mut spare) {
+                    Head::Plain(request, wants_close) => break (Ok(request), wants_close),
+                    // Whole but past the limit (it came in fewer reads than filling the
+                    // limit takes): refused as hyper refuses a head past its buffer.
+                    Head::TooLarge => break (Err(too_large()), true),
                     Head::Partial if read.len() < max_head => {}
                     Head::Partial | Head::Other => {
                         return Served::HandedOver {
@@ -97,27 +102,30 @@ where
         };
 
         watched.begin();
-        let answer = {
-            let mut pending = pin!(service(request));
-            poll_fn(|cx| {
-                if let Poll::Ready(response) = pending.as_mut().poll(cx) {
-                    return Poll::Ready(Some(response));
-                }
-                if watched.order(cx) == Order::Close {
-                    return Poll::Ready(None);
-                }
-                // Watch for the client hanging up; bytes it sends meanwhile (a pipelined
-                // request) wait in the buffer, up to a head's worth.
-                while read.len() < max_head {
-                    match fill(&mut io, &mut read, cx) {
-                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
-                        Poll::Ready(Ok(_)) => {}
-                        Poll::Pending => break,
+        let answer = match request {
+            Err(refusal) => Some(refusal),
+            Ok(request) => {
+                let mut pending = pin!(service(request));
+                poll_fn(|cx| {
+                    if let Poll::Ready(response) = pending.as_mut().poll(cx) {
+                        return Poll::Ready(Some(response));
                     }
-                }
-                Poll::Pending
-            })
-            .await
+                    if watched.order(cx) == Order::Close {
+                        return Poll::Ready(None);
+                    }
+                    // Watch for the client hanging up; bytes it sends meanwhile (a pipelined
+                    // request) wait in the buffer, up to a head's worth.
+                    while read.len() < max_head {
+                        match fill(&mut io, &mut read, cx) {
+                            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Pending => break,
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await
+            }
         };
         let Some(answer) = answer else {
             return Served::Closed;
@@ -166,12 +174,14 @@ enum Head {
     Plain(Request<Body>, bool),
     /// Not all of a head yet.
     Partial,
+    /// A whole head longer than the limit.
+    TooLarge,
     /// hyper's to serve (or to refuse).
     Other,
 }
 
 /// The request at the front of `read`, taken off it if this loop serves it.
-fn plain_request(read: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
+fn plain_request(read: &mut BytesMut, max_head: usize, spare: &mut Option<HeaderMap>) -> Head {
     // Left uninitialised: zeroing room for 100 fields costs more than parsing a usual head.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -180,7 +190,8 @@ fn plain_request(read: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
         read,
         &mut fields,
     ) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        Ok(httparse::Status::Complete(_)) => return Head::TooLarge,
         Ok(httparse::Status::Partial) => return Head::Partial,
         Err(_) => return Head::Other,
     };
@@ -241,6 +252,13 @@ fn plain_request(read: &mut BytesMut, spare: &mut Option<HeaderMap>) -> Head {
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     Head::Plain(request, connection.close)
+}
+
+/// The answer to a head past the limit: 431, as hyper gives one past its buffer.
+fn too_large() -> Response<Body> {
+    let mut answer = Response::new(Body::empty());
+    *answer.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    answer
 }
 
 /// How an answer's body goes on the wire.
@@ -590,10 +608,19 @@ mod tests {
         sent: &[u8],
         answer: impl Fn(Request<Body>) -> Response<Body>,
     ) -> (String, Option<Bytes>) {
+        exchange_with(sent, 8192, answer).await
+    }
+
+    /// [`exchange`] with heads of `max_head` bytes at most.
+    async fn exchange_with(
+        sent: &[u8],
+        max_head: usize,
+        answer: impl Fn(Request<Body>) -> Response<Body>,
+    ) -> (String, Option<Bytes>) {
         let (watched, _task, _stop) = watched();
         let (mut client, server) = tokio::io::duplex(1 << 20);
         client.write_all(sent).await.unwrap();
-        let served = serve(server, &watched, 8192, |request| {
+        let served = serve(server, &watched, max_head, |request| {
             std::future::ready(answer(request))
         })
         .await;
@@ -662,6 +689,28 @@ mod tests {
         let handed = handed.unwrap();
         assert_eq!(written, "");
         assert!(handed.len() >= 8192 && huge.as_bytes().starts_with(&handed));
+        // One past the limit that came whole in the read that crossed it is refused (the
+        // limit is the head's, not the reads'): 431 and close, as hyper does; one at the limit
+        // is served.
+        let head = |size: usize| {
+            // 46 bytes around the value.
+            let head = format!(
+                "GET / HTTP/1.1\r\nconnection: close\r\nx-big: {}\r\n\r\n",
+                "a".repeat(size - 46)
+            );
+            assert_eq!(head.len(), size);
+            head
+        };
+        let (written, handed) = exchange_with(head(12_000).as_bytes(), 10_000, path_as_body).await;
+        assert!(
+            written.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{written}"
+        );
+        assert!(written.contains("\r\nconnection: close\r\n"), "{written}");
+        assert!(handed.is_none());
+        let (written, handed) = exchange_with(head(10_000).as_bytes(), 10_000, path_as_body).await;
+        assert!(written.starts_with("HTTP/1.1 200 OK\r\n"), "{written}");
+        assert!(handed.is_none());
     }
 
     /// One request asking to close, answered with `answer`: the answer as written.
