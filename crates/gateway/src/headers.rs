@@ -146,21 +146,17 @@ fn strip_present(headers: &mut HeaderMap, present: u16) {
         let mut values = headers.get_all(header::CONNECTION).iter();
         let first = values.next().cloned();
         let rest: Vec<HeaderValue> = values.cloned().collect();
-        for token in first
-            .iter()
-            .chain(&rest)
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-        {
+        for token in first.iter().chain(&rest).flat_map(|v| tokens(v.as_bytes())) {
             // A hop-by-hop name goes below, by its bit, when present: looked up here it
             // would cost a name parsed and hashed for nothing (`keep-alive`, which most
             // messages' `Connection` says).
             if !HOP_BY_HOP
                 .iter()
-                .any(|h| h.as_str().eq_ignore_ascii_case(token))
+                .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
             {
-                headers.remove(token);
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    headers.remove(name);
+                }
             }
         }
     }
@@ -192,9 +188,7 @@ pub(crate) fn only_chunked(headers: &HeaderMap) -> bool {
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty());
+        .flat_map(|v| tokens(v.as_bytes()));
     match (codings.next(), codings.next()) {
         (None, _) => true,
         (Some(c), None) => c.eq_ignore_ascii_case(b"chunked"),
@@ -248,12 +242,12 @@ impl ConnectionTokens {
     /// (header names, to be removed with it).
     pub(crate) fn read(&mut self, value: &[u8]) -> bool {
         let mut names_others = false;
-        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        for token in tokens(value) {
             if token.eq_ignore_ascii_case(b"close") {
                 self.close = true;
             } else if token.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
-            } else if !token.is_empty() {
+            } else {
                 names_others = true;
             }
         }
@@ -271,9 +265,17 @@ pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> b
     headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .flat_map(|v| tokens(v.as_bytes()))
+        .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The comma-separated tokens of a list field's value, trimmed, empty ones skipped; as
+/// bytes, so a value with a byte past ASCII is still read for the rest.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// Whether `Upgrade` asks for exactly one protocol, WebSocket (RFC 6455 §4.1).
@@ -690,6 +692,23 @@ mod tests {
             h.insert(name.clone(), "x".parse().unwrap());
             strip_hop_by_hop(&mut h);
             assert_eq!(h.len(), 1, "{name} stayed");
+        }
+
+        // A byte past ASCII in the list does not hide the names beside it, in a request or
+        // an answer.
+        for answer in [false, true] {
+            let mut h = HeaderMap::new();
+            let listed = HeaderValue::from_bytes(b"x-secret, caf\xe9,, X-Other").unwrap();
+            h.insert("connection", listed);
+            h.insert("x-secret", "1".parse().unwrap());
+            h.insert("x-other", "1".parse().unwrap());
+            h.insert("content-type", "text/plain".parse().unwrap());
+            if answer {
+                assert!(strip_answer_hop_by_hop(&mut h));
+            } else {
+                strip_hop_by_hop(&mut h);
+            }
+            assert_eq!(h.len(), 1, "{h:?}");
         }
     }
 
