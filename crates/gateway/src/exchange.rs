@@ -564,8 +564,21 @@ fn parse_answer(
                 reusable = false;
                 Framing::UntilClose
             }
-            Some(Ok(0)) => Framing::Empty,
-            Some(Ok(n)) => Framing::Length(n),
+            Some(Ok(n)) => {
+                // A length said more than once goes on said once (RFC 9110 §8.6): clients
+                // such as Python's http.client cannot read a list.
+                let mut said = headers.get_all(header::CONTENT_LENGTH).iter();
+                if said.next().is_some_and(|v| v.as_bytes().contains(&b','))
+                    || said.next().is_some()
+                {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                }
+                if n == 0 {
+                    Framing::Empty
+                } else {
+                    Framing::Length(n)
+                }
+            }
             Some(Err(())) => return Err(ExchangeError::Framing("bad Content-Length")),
         }
     };
@@ -866,8 +879,24 @@ mod tests {
         let get = || Method::GET;
         let a = parse("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", get()).unwrap();
         assert_eq!((a.framing, a.reusable), (Framing::Length(5), true));
-        let a = parse("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", get()).unwrap();
-        assert_eq!(a.framing, Framing::Length(5));
+        // A length said more than once is one length, forwarded said once.
+        for head in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
+        ] {
+            let a = parse(head, get()).unwrap();
+            assert_eq!(a.framing, Framing::Length(5));
+            let said: Vec<_> = a
+                .response
+                .headers()
+                .get_all("content-length")
+                .iter()
+                .collect();
+            assert_eq!(said, ["5"], "{head:?}");
+        }
+        let a = parse("HTTP/1.1 200 OK\r\nContent-Length: 0, 0\r\n\r\n", get()).unwrap();
+        assert_eq!(a.framing, Framing::Empty);
+        assert_eq!(a.response.headers()["content-length"], "0");
         assert!(matches!(
             parse(
                 "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",

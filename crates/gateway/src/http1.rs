@@ -430,13 +430,9 @@ fn encode_head(
                 out.extend_from_slice(b"content-length: 0\r\n");
                 Framing::Empty
             }
-            // The body's own length decides; a field the answer carries is trusted to agree,
-            // as hyper trusts it.
-            (Some(Some(n)), Some(field)) => {
-                put_field(out, b"content-length", field.as_bytes());
-                Framing::Length(n)
-            }
-            (Some(Some(n)), None) => {
+            // The body's own length decides, written once: a field the answer carries may
+            // say it as a list (`5, 5`), which some clients cannot read.
+            (Some(Some(n)), _) => {
                 put_field(
                     out,
                     b"content-length",
@@ -760,6 +756,17 @@ mod tests {
         assert!(declared.contains("\r\ncontent-length: 3\r\n"), "{declared}");
         assert!(!declared.contains("transfer-encoding"), "{declared}");
         assert!(declared.ends_with("\r\n\r\nabc"), "{declared}");
+
+        // A body of known length is said to be that long once, whatever list came with it.
+        let listed = answered(|| {
+            let mut r = Response::new(Body::from("hello"));
+            r.headers_mut()
+                .insert("content-length", HeaderValue::from_static("5, 5"));
+            r
+        })
+        .await;
+        assert_eq!(listed.matches("content-length").count(), 1, "{listed}");
+        assert!(listed.contains("\r\ncontent-length: 5\r\n"), "{listed}");
 
         for status in [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED] {
             let bodiless = answered(|| {
