@@ -362,22 +362,9 @@ pub(crate) fn insert_added(headers: &mut HeaderMap, added: Added) {
     }
 }
 
-/// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` (RFC 7239). From a peer that is not
-/// a trusted proxy they say what this hop saw, replacing client-sent values (removed from
-/// `headers`, this hop's put in `added`): the gateway is the front door, so nothing before
-/// it is believed about where a request came from. From a trusted proxy they are kept and
-/// this hop is added, in `headers`. `host` is the `Host` the client sent (empty when none).
-pub(crate) fn set_forwarded(
-    headers: &mut HeaderMap,
-    added: &mut Added,
-    hop: &Forwarding,
-    host: &HeaderValue,
-    from_trusted_proxy: bool,
-) {
-    if from_trusted_proxy {
-        add_hop(headers, hop, host);
-        return;
-    }
+/// Removes `X-Forwarded-For/Proto/Host` and `Forwarded`, the fields the gateway sets
+/// itself: an untrusted client's, and any in trailers, where nobody's are believed.
+pub(crate) fn remove_forwarding(headers: &mut HeaderMap) {
     // One pass over the names: a client rarely sends any of these, and a removal looked up
     // by name would hash it.
     let sent = headers.keys().any(|name| {
@@ -396,6 +383,25 @@ pub(crate) fn set_forwarded(
             headers.remove(name);
         }
     }
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` (RFC 7239). From a peer that is not
+/// a trusted proxy they say what this hop saw, replacing client-sent values (removed from
+/// `headers`, this hop's put in `added`): the gateway is the front door, so nothing before
+/// it is believed about where a request came from. From a trusted proxy they are kept and
+/// this hop is added, in `headers`. `host` is the `Host` the client sent (empty when none).
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    added: &mut Added,
+    hop: &Forwarding,
+    host: &HeaderValue,
+    from_trusted_proxy: bool,
+) {
+    if from_trusted_proxy {
+        add_hop(headers, hop, host);
+        return;
+    }
+    remove_forwarding(headers);
     if let Some(v) = &hop.for_ip {
         added.push((X_FORWARDED_FOR, v.clone()));
     }

@@ -187,6 +187,7 @@ pub(crate) async fn forward(
         Body::new(limited.map_frame(|frame| match frame.into_trailers() {
             Ok(mut trailers) => {
                 headers::strip_identity(&mut trailers, false);
+                headers::remove_forwarding(&mut trailers);
                 headers::strip_hop_by_hop(&mut trailers);
                 http_body::Frame::trailers(trailers)
             }

@@ -280,8 +280,9 @@ async fn http2_cookie_fields_reach_an_http1_upstream_as_one() {
     );
 }
 
-/// Trailers are headers too: an HTTP/2 upstream (gRPC's kind) never receives identity or
-/// hop-by-hop names in a request's trailers; other trailers (`grpc-status`-like) pass.
+/// Trailers are headers too: an HTTP/2 upstream (gRPC's kind) never receives identity,
+/// forwarding or hop-by-hop names in a request's trailers; other trailers
+/// (`grpc-status`-like) pass.
 #[tokio::test]
 async fn request_trailers_claim_no_identity_upstream() {
     use http_body_util::BodyExt as _;
@@ -306,6 +307,11 @@ async fn request_trailers_claim_no_identity_upstream() {
         "accounts.google.com:ceo@example.com".parse().unwrap(),
     );
     trailers.insert("x-gatehouse-role", "admin".parse().unwrap());
+    // Nor where the request came from: the gateway's own fields, believed from nobody here.
+    trailers.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+    trailers.insert("x-forwarded-host", "admin.example".parse().unwrap());
+    trailers.insert("x-forwarded-proto", "https".parse().unwrap());
+    trailers.insert("forwarded", "for=10.0.0.1".parse().unwrap());
     trailers.insert("x-checksum", "abc".parse().unwrap());
     let frames: Vec<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
         Ok(http_body::Frame::data(bytes::Bytes::from_static(
