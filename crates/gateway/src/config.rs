@@ -258,8 +258,40 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Poll the config file (and policy files) for changes at this interval.
     pub watch_interval: Option<Duration>,
-    /// Files whose change triggers a reload (the config file and the policy files it names).
-    pub watched_files: Vec<PathBuf>,
+    /// Files whose change triggers a reload (the config file and the policy files it
+    /// names), with a fingerprint of their bytes as this configuration read them.
+    pub sources: Sources,
+}
+
+/// The files a configuration was read from, and a fingerprint of what was read: a watcher
+/// comparing it with the files' bytes now sees any change made after the read, however
+/// soon after, and none made before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    pub files: Vec<PathBuf>,
+    pub fingerprint: u64,
+}
+
+impl Sources {
+    fn read(&mut self, file: &Path, bytes: &[u8]) {
+        self.fingerprint = chain(self.fingerprint, file, Some(bytes));
+        self.files.push(file.to_owned());
+    }
+
+    /// The fingerprint of the files as they are now (a missing or unreadable one counts as
+    /// such): equal to [`Sources::fingerprint`] when none changed since they were read.
+    pub fn fingerprint_now(&self) -> u64 {
+        self.files.iter().fold(0, |fingerprint, file| {
+            chain(fingerprint, file, std::fs::read(file).ok().as_deref())
+        })
+    }
+}
+
+fn chain(fingerprint: u64, file: &Path, bytes: Option<&[u8]>) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (fingerprint, file, bytes).hash(&mut h);
+    h.finish()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -495,27 +527,23 @@ impl Config {
                 .map_err(|e| at.error(None, format!("groups: {e}")))?;
         }
 
-        let mut watched_files: Vec<PathBuf> = path.map(Path::to_owned).into_iter().collect();
+        let mut sources = Sources::default();
+        if let Some(path) = path {
+            sources.read(path, text.as_bytes());
+        }
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (index, spanned) in raw.routes.into_iter().enumerate() {
             let span = spanned.span();
             let route = spanned.into_inner();
-            let route = compile_route(
-                route,
-                index,
-                &raw.client_ids,
-                &base,
-                &at,
-                &mut watched_files,
-            )
-            .map_err(|mut e| {
-                if e.line.is_none() {
-                    let located = at.error(Some(span.clone()), String::new());
-                    e.line = located.line;
-                    e.column = located.column;
-                }
-                e
-            })?;
+            let route = compile_route(route, index, &raw.client_ids, &base, &at, &mut sources)
+                .map_err(|mut e| {
+                    if e.line.is_none() {
+                        let located = at.error(Some(span.clone()), String::new());
+                        e.line = located.line;
+                        e.column = located.column;
+                    }
+                    e
+                })?;
             routes.push(route);
         }
         if routes.is_empty() {
@@ -577,7 +605,7 @@ impl Config {
             groups,
             routes,
             watch_interval: (watch > 0 && path.is_some()).then(|| Duration::from_secs(watch)),
-            watched_files,
+            sources,
         })
     }
 
@@ -648,7 +676,7 @@ impl Config {
             groups: Groups::new(),
             routes: vec![route],
             watch_interval: None,
-            watched_files: Vec::new(),
+            sources: Sources::default(),
         })
     }
 }
@@ -726,7 +754,7 @@ fn compile_route(
     client_ids: &[String],
     base: &Path,
     at: &Positions<'_>,
-    watched: &mut Vec<PathBuf>,
+    sources: &mut Sources,
 ) -> Result<RouteConfig, ConfigError> {
     let upstream = parse_upstream(raw.upstream.get_ref())
         .map_err(|r| at.error(Some(raw.upstream.span()), r))?;
@@ -790,7 +818,7 @@ fn compile_route(
                 format!("policy_file {}: {e}", file.display()),
             )
         })?;
-        watched.push(file.clone());
+        sources.read(&file, text.as_bytes());
         Policy::from_json(&text).map_err(|e| {
             at.error(
                 Some(f.span()),

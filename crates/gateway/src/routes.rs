@@ -20,7 +20,7 @@ pub struct Route {
     pub public: bool,
     pub(crate) assertion_audience: Arc<str>,
     pub(crate) name: Arc<str>,
-    pub(crate) limiter: Option<RateLimiter>,
+    pub(crate) limiter: Option<Arc<RateLimiter>>,
     /// Permits for requests in flight to the upstream, when the route bounds them.
     pub(crate) concurrency: Option<Arc<Semaphore>>,
 }
@@ -61,13 +61,23 @@ impl Route {
             }
             _ => config.concurrency.map(|n| Arc::new(Semaphore::new(n))),
         };
+        // Kept too when the limit is, or a reload (any edit of the file) would refill every
+        // caller's bucket.
+        let limiter = match previous.and_then(|p| p.limiter.as_ref()) {
+            Some(limiter) if previous.is_some_and(|p| p.config.rate_limit == config.rate_limit) => {
+                Some(limiter.clone())
+            }
+            _ => config
+                .rate_limit
+                .map(|limit| Arc::new(RateLimiter::new(limit))),
+        };
         Ok(Route {
             concurrency,
+            limiter,
             public,
             verifier,
             assertion_audience: config.assertion_audience.as_str().into(),
             name: config.name.as_str().into(),
-            limiter: config.rate_limit.map(RateLimiter::new),
             config,
         })
     }
@@ -279,6 +289,28 @@ mod tests {
         ] {
             assert_eq!(normalize_host(raw), None, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_buckets_and_permits_of_a_limit_it_leaves_alone() {
+        let config = |per_second: f64| {
+            crate::config::Config::from_toml(
+                &format!(
+                    "[[route]]\nname = \"api\"\nupstream = \"http://127.0.0.1:1\"\nallow = [\"allUsers\"]\nconcurrency = 4\nrate_limit = {{ per_second = {per_second:?}, burst = 2 }}\n"
+                ),
+                None,
+            )
+            .unwrap()
+        };
+        let first = Snapshot::build(&config(1.0), None).unwrap();
+        let same = Snapshot::build(&config(1.0), Some(&first)).unwrap();
+        let changed = Snapshot::build(&config(2.0), Some(&same)).unwrap();
+        let limiter = |s: &Snapshot| s.routes[0].limiter.clone().unwrap();
+        let permits = |s: &Snapshot| s.routes[0].concurrency.clone().unwrap();
+        assert!(Arc::ptr_eq(&limiter(&first), &limiter(&same)));
+        assert!(Arc::ptr_eq(&permits(&first), &permits(&same)));
+        assert!(!Arc::ptr_eq(&limiter(&same), &limiter(&changed)));
+        assert!(Arc::ptr_eq(&permits(&same), &permits(&changed)));
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub(crate) struct Shared {
     /// The access log's and metrics' route label for the gateway's own endpoints.
     pub(crate) own_route_name: Arc<str>,
     source: Option<PathBuf>,
-    watched: Mutex<Vec<PathBuf>>,
+    watched: Mutex<crate::config::Sources>,
     /// Serialises reloads (SIGHUP and the file watcher may race).
     reload_lock: Mutex<()>,
 }
@@ -146,7 +146,7 @@ fn reload(shared: &Shared) -> Result<u64, ConfigError> {
         Ok((config, next)) => {
             let generation = next.generation;
             *shared.snapshot.write() = Arc::new(next);
-            *shared.watched.lock() = config.watched_files.clone();
+            *shared.watched.lock() = config.sources.clone();
             shared.metrics.reloaded(true);
             tracing::info!(
                 generation,
@@ -219,7 +219,7 @@ impl Gateway {
             metrics_on_main: config.admin_listen.is_none(),
             upstream_tls,
             own_route_name: "_gatehouse".into(),
-            watched: Mutex::new(config.watched_files.clone()),
+            watched: Mutex::new(config.sources.clone()),
             source: source.clone(),
             reload_lock: Mutex::new(()),
         });
@@ -971,25 +971,21 @@ fn warm_keys(shared: &Arc<Shared>) {
     }
 }
 
-/// Polls the configuration file and the policy files it names; a change reloads.
+/// Polls the configuration file and the policy files it names; a change reloads, once the
+/// files have stayed the same for one interval (a file still being written is not read
+/// half-way, where it may parse with routes missing).
 async fn watch_files(
     shared: std::sync::Weak<Shared>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let fingerprint = |files: &[PathBuf]| -> u64 {
-        use std::hash::{Hash as _, Hasher as _};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        for f in files {
-            f.hash(&mut h);
-            std::fs::read(f).ok().hash(&mut h);
-        }
-        h.finish()
-    };
-    let mut last = match shared.upgrade() {
-        Some(s) => fingerprint(&s.watched.lock()),
+    // What the running configuration was read from: a change made since its read, even
+    // between the read and this line, is a change.
+    let mut loaded = match shared.upgrade() {
+        Some(s) => s.watched.lock().fingerprint,
         None => return,
     };
+    let mut seen = loaded;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -998,18 +994,21 @@ async fn watch_files(
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let files = shared.watched.lock().clone();
-        let now = tokio::task::spawn_blocking(move || fingerprint(&files))
+        let sources = shared.watched.lock().clone();
+        let now = tokio::task::spawn_blocking(move || sources.fingerprint_now())
             .await
-            .unwrap_or(last);
-        if now != last {
-            tracing::info!("configuration file changed; reloading");
-            let _ = reload(&shared);
-            // Re-read: a successful reload may watch other files now.
-            let files = shared.watched.lock().clone();
-            last = tokio::task::spawn_blocking(move || fingerprint(&files))
-                .await
-                .unwrap_or(now);
+            .unwrap_or(seen);
+        let settled = now == seen;
+        seen = now;
+        if now == loaded || !settled {
+            continue;
         }
+        tracing::info!("configuration file changed; reloading");
+        loaded = match reload(&shared) {
+            // What this reload read, which may already be newer than `now`.
+            Ok(_) => shared.watched.lock().fingerprint,
+            // Tried once: the files are not read again until they change again.
+            Err(_) => now,
+        };
     }
 }

@@ -80,7 +80,7 @@ policy = '{"bindings":[{"role":"roles/run.invoker","members":["allAuthenticatedU
     std::fs::write(&path, text).unwrap();
     let c = Config::from_file(&path).unwrap();
     assert_eq!(c.routes.len(), 2);
-    assert!(c.watched_files.contains(&dir.join("policy.json")));
+    assert!(c.sources.files.contains(&dir.join("policy.json")));
     assert!(c.watch_interval.is_some());
 }
 
@@ -273,4 +273,36 @@ fn prefixes_take_the_spelling_paths_are_routed_by() {
         let error = prefix(bad).unwrap_err();
         assert!(error.to_string().contains("path_prefix"), "{bad}: {error}");
     }
+}
+
+#[test]
+fn sources_tell_a_change_made_after_they_were_read() {
+    let dir = std::env::temp_dir().join(format!("gw-sources-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.json");
+    let write_policy = |member: &str| {
+        std::fs::write(
+            &policy,
+            format!(r#"{{"bindings":[{{"role":"roles/run.invoker","members":["{member}"]}}]}}"#),
+        )
+        .unwrap();
+    };
+    write_policy("user:a@example.com");
+    let path = dir.join("gw.toml");
+    std::fs::write(
+        &path,
+        "[[route]]\nupstream = \"http://x\"\nurl = \"https://a.example\"\npolicy_file = \"policy.json\"\n",
+    )
+    .unwrap();
+    let sources = Config::from_file(&path).unwrap().sources;
+    assert_eq!(sources.files, [path.clone(), policy.clone()]);
+    assert_eq!(sources.fingerprint_now(), sources.fingerprint);
+    // A change to a file named by the main one, or its removal, is seen.
+    write_policy("user:b@example.com");
+    assert_ne!(sources.fingerprint_now(), sources.fingerprint);
+    write_policy("user:a@example.com");
+    assert_eq!(sources.fingerprint_now(), sources.fingerprint);
+    std::fs::remove_file(&policy).unwrap();
+    assert_ne!(sources.fingerprint_now(), sources.fingerprint);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
