@@ -5,38 +5,42 @@
 
 use crate::support::*;
 
+/// A route under `prefix` to `upstream` (a URL) that checks the test issuer's tokens and
+/// admits `allow`.
+fn checked(name: &str, prefix: &str, upstream: &str, issuer: &Issuer, allow: &str) -> String {
+    format!(
+        r#"
+[[route]]
+name = "{name}"
+path_prefix = "{prefix}"
+upstream = "{upstream}"
+url = "{AUD}"
+issuers = [{{ profile = "{ISSUER}", jwks = "{}" }}]
+allow = ["{allow}"]
+"#,
+        issuer.jwks_url()
+    )
+}
+
 /// Two routes to one upstream: the site public, `/admin` for alice only; and `/tenant-a`
 /// whose upstream has a base path.
 async fn two_policies_one_upstream() -> (Issuer, Running) {
     let issuer = Issuer::start().await;
-    let up = echo_upstream().await;
-    let jwks = issuer.jwks_url();
-    let gw = gateway(&format!(
-        r#"
-[[route]]
-name = "site"
-upstream = "http://{up}"
-url = "{AUD}"
-issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}]
-allow = ["allUsers"]
-
-[[route]]
-name = "admin"
-path_prefix = "/admin"
-upstream = "http://{up}"
-url = "{AUD}"
-issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}]
-allow = ["user:alice@example.com"]
-
-[[route]]
-name = "tenant"
-path_prefix = "/tenant-a"
-upstream = "http://{up}/tenant-a"
-url = "{AUD}"
-issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}]
-allow = ["allUsers"]
-"#
-    ))
+    let up = format!("http://{}", echo_upstream().await);
+    let gw = gateway(
+        &[
+            checked("site", "/", &up, &issuer, "allUsers"),
+            checked("admin", "/admin", &up, &issuer, "user:alice@example.com"),
+            checked(
+                "tenant",
+                "/tenant-a",
+                &format!("{up}/tenant-a"),
+                &issuer,
+                "allUsers",
+            ),
+        ]
+        .concat(),
+    )
     .await;
     (issuer, gw)
 }
@@ -152,32 +156,16 @@ async fn a_path_servers_read_differently_is_refused() {
 #[tokio::test]
 async fn a_prefix_takes_every_spelling_of_its_paths() {
     let issuer = Issuer::start().await;
-    let up = echo_upstream().await;
-    let jwks = issuer.jwks_url();
-    let gw = gateway(&format!(
-        r#"
-[[route]]
-name = "site"
-upstream = "http://{up}"
-allow = ["allUsers"]
-
-[[route]]
-name = "admin"
-path_prefix = "/Admin"
-upstream = "http://{up}"
-url = "{AUD}"
-issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}]
-allow = ["user:alice@example.com"]
-
-[[route]]
-name = "cafe"
-path_prefix = "/café"
-upstream = "http://{up}"
-url = "{AUD}"
-issuers = [{{ profile = "{ISSUER}", jwks = "{jwks}" }}]
-allow = ["user:alice@example.com"]
-"#
-    ))
+    let up = format!("http://{}", echo_upstream().await);
+    let alice = "user:alice@example.com";
+    let gw = gateway(
+        &[
+            checked("site", "/", &up, &issuer, "allUsers"),
+            checked("admin", "/Admin", &up, &issuer, alice),
+            checked("cafe", "/café", &up, &issuer, alice),
+        ]
+        .concat(),
+    )
     .await;
     for path in ["/admin/x", "/admin", "/ADMIN;x/y"] {
         let (status, answer) = raw(gw.addr, &get(path, "")).await;
