@@ -147,12 +147,12 @@ impl Head {
         let declared = single_length(headers);
         let outgoing = if body.is_end_stream() {
             match declared {
-                Some(Ok(0)) => Outgoing::Length(0),
+                Some(Ok((0, _))) => Outgoing::Length(0),
                 _ => Outgoing::None,
             }
         } else {
             match declared {
-                Some(Ok(n)) => Outgoing::Length(n),
+                Some(Ok((n, _))) => Outgoing::Length(n),
                 _ => match body.size_hint().exact() {
                     Some(n) => Outgoing::Length(n),
                     None => Outgoing::Chunked,
@@ -219,10 +219,12 @@ impl Head {
     }
 }
 
-/// The one length `headers` declare: `None` without `Content-Length`, `Some(Err)` when
-/// its values are not all the same decimal number (RFC 9110 §8.6 allows repeats of one).
-fn single_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
+/// The one length `headers` declare, and whether it was said more than once: `None`
+/// without `Content-Length`, `Some(Err)` when its values are not all the same decimal
+/// number (RFC 9110 §8.6 allows repeats of one).
+fn single_length(headers: &HeaderMap) -> Option<Result<(u64, bool), ()>> {
     let mut found: Option<u64> = None;
+    let mut repeated = false;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
             let part = part.trim_ascii();
@@ -232,11 +234,12 @@ fn single_length(headers: &HeaderMap) -> Option<Result<u64, ()>> {
             let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
             match found {
                 Some(m) if m != n => return Some(Err(())),
-                _ => found = Some(n),
+                Some(_) => repeated = true,
+                None => found = Some(n),
             }
         }
     }
-    found.map(Ok)
+    found.map(|n| Ok((n, repeated)))
 }
 
 /// Sends the head of a request without a body and reads the answer's head, its headers
@@ -564,13 +567,10 @@ fn parse_answer(
                 reusable = false;
                 Framing::UntilClose
             }
-            Some(Ok(n)) => {
+            Some(Ok((n, repeated))) => {
                 // A length said more than once goes on said once (RFC 9110 §8.6): clients
                 // such as Python's http.client cannot read a list.
-                let mut said = headers.get_all(header::CONTENT_LENGTH).iter();
-                if said.next().is_some_and(|v| v.as_bytes().contains(&b','))
-                    || said.next().is_some()
-                {
+                if repeated {
                     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
                 }
                 if n == 0 {

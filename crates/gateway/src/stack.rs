@@ -699,18 +699,24 @@ struct Repeated;
 /// (then `Authorization` is the app's), else `Authorization`, as Cloud Run. Either is a
 /// single field (RFC 9110 §11.6.2); sent twice, it is refused rather than one of its values
 /// judged while the app may read the other.
+#[inline]
 fn token_header(headers: &http::HeaderMap) -> Result<Option<(HeaderName, &HeaderValue)>, Repeated> {
     const SERVERLESS: HeaderName = HeaderName::from_static(SERVERLESS_AUTHORIZATION);
-    for name in [SERVERLESS, header::AUTHORIZATION] {
-        let mut values = headers.get_all(&name).iter();
-        if let Some(value) = values.next() {
-            return match values.next() {
-                None => Ok(Some((name, value))),
-                Some(_) => Err(Repeated),
-            };
+    let mut values = headers.get_all(SERVERLESS).iter();
+    let (name, value) = match values.next() {
+        Some(value) => (SERVERLESS, value),
+        None => {
+            values = headers.get_all(header::AUTHORIZATION).iter();
+            match values.next() {
+                Some(value) => (header::AUTHORIZATION, value),
+                None => return Ok(None),
+            }
         }
+    };
+    match values.next() {
+        None => Ok(Some((name, value))),
+        Some(_) => Err(Repeated),
     }
-    Ok(None)
 }
 
 async fn verify(shared: &Shared, ctx: &Ctx, token: Option<&Token>) -> Verdict {
