@@ -746,8 +746,9 @@ fn require_token<'v>(
         Verdict::Missing => {
             Err(outcome.refuse(StatusCode::UNAUTHORIZED, "invalid_token", "missing_token"))
         }
+        // RFC 6750 §3.1: a request that repeats the token is malformed, 400.
         Verdict::Repeated => {
-            Err(outcome.refuse(StatusCode::UNAUTHORIZED, "invalid_token", "repeated_token"))
+            Err(outcome.refuse(StatusCode::BAD_REQUEST, "invalid_request", "repeated_token"))
         }
         // The token could not be judged: the caller may retry the same token.
         Verdict::Refused(e) if e.is_unavailable() => {

@@ -173,10 +173,10 @@ async fn a_token_header_sent_twice_is_refused_and_names_nobody_on_a_public_route
                 .header(header, format!("Bearer {mallory}")),
         )
         .await;
-        assert_eq!(seen.status, 401, "{header}");
+        assert_eq!(seen.status, 400, "{header}");
         assert_eq!(
             seen.body,
-            json!({"error": "invalid_token", "reason": "repeated_token"})
+            json!({"error": "invalid_request", "reason": "repeated_token"})
         );
         assert!(
             seen.body.get("headers").is_none(),
@@ -190,7 +190,7 @@ async fn a_token_header_sent_twice_is_refused_and_names_nobody_on_a_public_route
                 .header(header, format!("Bearer {alice}")),
         )
         .await;
-        assert_eq!(seen.status, 401, "{header}");
+        assert_eq!(seen.status, 400, "{header}");
     }
     // Once, the same token is admitted: the refusal above is the repetition's.
     let seen = send(client().get(gw.url("/api/x")).bearer_auth(&alice)).await;
