@@ -39,14 +39,25 @@ pub fn bearer_value(value: &HeaderValue) -> Option<&str> {
 
 /// The request's token: `X-Serverless-Authorization` first (when `serverless` is set),
 /// else `Authorization: Bearer`. `Authorization: Bearer` with nothing after is no token.
-pub fn bearer_token(headers: &HeaderMap, serverless: bool) -> Option<&str> {
-    if serverless {
-        if let Some(v) = headers.get(SERVERLESS_AUTHORIZATION) {
-            return bearer_value(v);
-        }
+/// The header it comes from sent twice is [`RepeatedToken`]: judging one value while
+/// something behind reads the other would let an unchecked token ride on a checked one.
+pub fn bearer_token(headers: &HeaderMap, serverless: bool) -> Result<Option<&str>, RepeatedToken> {
+    let name = if serverless && headers.contains_key(SERVERLESS_AUTHORIZATION) {
+        SERVERLESS_AUTHORIZATION
+    } else {
+        AUTHORIZATION.as_str()
+    };
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Err(RepeatedToken),
+        (value, _) => Ok(value.and_then(bearer_value)),
     }
-    headers.get(AUTHORIZATION).and_then(bearer_value)
 }
+
+/// The header a token is read from came more than once (RFC 6750 §3.1: a malformed
+/// request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepeatedToken;
 
 /// Whether requests without a valid token are refused (`Required`) or passed on without an
 /// [`Identity`] (`Optional`, for pages that are public but personalise when signed in).
@@ -138,7 +149,14 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let token = bearer_token(request.headers(), layer.serverless_header).map(str::to_owned);
+            // Only this layer's verdict reaches the handler: not one an outer layer, with
+            // other audiences or another header, left on the request.
+            request.extensions_mut().remove::<Identity>();
+            request.extensions_mut().remove::<VerificationFailure>();
+            let token = match bearer_token(request.headers(), layer.serverless_header) {
+                Ok(token) => token.map(str::to_owned),
+                Err(RepeatedToken) => return Ok(AuthRejection::Repeated.into_response()),
+            };
             match token {
                 None if layer.mode == Mode::Required => {
                     return Ok(AuthRejection::Missing.into_response());
@@ -169,6 +187,8 @@ where
 #[derive(Debug, Clone)]
 pub enum AuthRejection {
     Missing,
+    /// The token's header came more than once: refused in either [`Mode`], as malformed.
+    Repeated,
     Invalid(Error),
 }
 
@@ -176,6 +196,7 @@ impl AuthRejection {
     pub fn reason(&self) -> &'static str {
         match self {
             AuthRejection::Missing => "missing_token",
+            AuthRejection::Repeated => "repeated_token",
             AuthRejection::Invalid(e) => e.code(),
         }
     }
@@ -188,6 +209,11 @@ impl IntoResponse for AuthRejection {
                 StatusCode::UNAUTHORIZED,
                 "Bearer".to_owned(),
                 "unauthenticated",
+            ),
+            AuthRejection::Repeated => (
+                StatusCode::BAD_REQUEST,
+                "Bearer error=\"invalid_request\", error_description=\"repeated_token\"".to_owned(),
+                "invalid_request",
             ),
             AuthRejection::Invalid(e) if e.is_unavailable() => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -24,7 +24,7 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{Error, Malformed};
 pub use jwks::{CacheConfig, JwksCache};
 pub use keys::{Algorithm, KeyError, KeyLimits, KeySet, PublicKey};
-pub use layer::{AuthRejection, Mode, VerifyLayer, bearer_token};
+pub use layer::{AuthRejection, Mode, RepeatedToken, VerifyLayer, bearer_token};
 pub use members::{Groups, Member, Policy, RUN_INVOKER};
 pub use profile::{IssuerProfile, KeySource, ProfileKind};
 pub use sign::{SignError, SigningKey};

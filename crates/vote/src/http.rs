@@ -314,6 +314,10 @@ impl AppError {
     fn from_rejection(rejection: AuthRejection) -> Self {
         match rejection {
             AuthRejection::Missing => AppError::Unauthenticated,
+            // The layer refuses these before a handler runs; said here for completeness.
+            AuthRejection::Repeated => {
+                AppError::BadRequest("send the ID token in one Authorization header")
+            }
             AuthRejection::Invalid(e) if e.is_unavailable() => AppError::KeysUnavailable,
             AuthRejection::Invalid(e) => AppError::Forbidden { reason: e.code() },
         }

@@ -4,7 +4,9 @@ use crate::support::*;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use gatehouse_verify::{FixedClock, Identity, Mode, Verifier, VerifyLayer, bearer_token};
+use gatehouse_verify::{
+    FixedClock, Identity, IssuerProfile, Mode, Verifier, VerifyLayer, bearer_token,
+};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -218,8 +220,77 @@ async fn the_serverless_header_is_preferred_when_enabled() {
         "x-serverless-authorization",
         HeaderValue::from_static("Bearer b"),
     );
-    assert_eq!(bearer_token(&headers, true), Some("b"));
-    assert_eq!(bearer_token(&headers, false), Some("a"));
+    assert_eq!(bearer_token(&headers, true), Ok(Some("b")));
+    assert_eq!(bearer_token(&headers, false), Ok(Some("a")));
+}
+
+/// The header the token comes from sent twice is a malformed request (RFC 6750 §3.1), in
+/// either mode: judging one value while something behind reads the other would let an
+/// unchecked token ride on a checked one.
+#[tokio::test]
+async fn a_token_header_sent_twice_is_400() {
+    let good = bearer(&valid());
+    let other = bearer(&sign(&EC, &google_claims()));
+    for (mode, serverless, name) in [
+        (Mode::Required, false, "authorization"),
+        (Mode::Optional, false, "authorization"),
+        (Mode::Required, true, "x-serverless-authorization"),
+    ] {
+        for second in [&good, &other] {
+            let reply = call(
+                app(mode, serverless),
+                "/maybe",
+                &[(name, &good), (name, second)],
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{mode:?} {name}");
+            assert_eq!(
+                reply.json(),
+                json!({"error": "invalid_request", "reason": "repeated_token"})
+            );
+        }
+    }
+    // One of each, the serverless header read: not a repetition.
+    let reply = call(
+        app(Mode::Required, true),
+        "/",
+        &[
+            ("x-serverless-authorization", &good),
+            ("authorization", &other),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+/// A handler behind two layers gets the inner one's verdict only: an identity an outer
+/// layer (other audiences) put on the request does not survive the inner one's refusal.
+#[tokio::test]
+async fn an_inner_layer_judges_alone() {
+    let inner = verifier(
+        IssuerProfile::google()
+            .with_audiences(["another-audience"])
+            .with_static_keys(keyset(&[&RSA])),
+    );
+    let app = Router::new()
+        .route("/maybe", get(maybe))
+        .route("/", get(whoami))
+        .layer(
+            VerifyLayer::new(Arc::new(inner))
+                .clock(Arc::new(FixedClock::at(NOW)))
+                .mode(Mode::Optional),
+        )
+        .layer(
+            VerifyLayer::new(Arc::new(google_verifier()))
+                .clock(Arc::new(FixedClock::at(NOW)))
+                .mode(Mode::Optional),
+        );
+    let token = bearer(&valid());
+    let reply = call(app.clone(), "/maybe", &[("authorization", &token)]).await;
+    assert_eq!(reply.body, "anonymous");
+    let reply = call(app, "/", &[("authorization", &token)]).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json()["reason"], "wrong_audience");
 }
 
 #[tokio::test]
