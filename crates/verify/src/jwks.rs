@@ -75,6 +75,9 @@ pub struct JwksCache {
     /// (the verified-token cache asks on every hit).
     refresh_at: AtomicU64,
     usable_until: AtomicU64,
+    /// The current snapshot's `fetched_at`, likewise: a `now` before it is a clock that
+    /// stepped back (see [`stepped_back`]).
+    fetched_at: AtomicU64,
     fetch_lock: tokio::sync::Mutex<()>,
     background_in_flight: AtomicBool,
     last_failure: Mutex<Option<(u64, String)>>,
@@ -104,6 +107,7 @@ impl JwksCache {
             generation: AtomicU64::new(0),
             refresh_at: AtomicU64::new(0),
             usable_until: AtomicU64::new(0),
+            fetched_at: AtomicU64::new(0),
             fetch_lock: tokio::sync::Mutex::new(()),
             background_in_flight: AtomicBool::new(false),
             last_failure: Mutex::new(None),
@@ -143,7 +147,9 @@ impl JwksCache {
         if now >= self.usable_until.load(Ordering::Acquire) {
             return None;
         }
-        if now >= self.refresh_at.load(Ordering::Relaxed) {
+        if now >= self.refresh_at.load(Ordering::Relaxed)
+            || stepped_back(now, self.fetched_at.load(Ordering::Relaxed))
+        {
             self.refresh_in_background(now);
         }
         if generation == seen {
@@ -162,7 +168,7 @@ impl JwksCache {
     pub async fn keys(self: &Arc<Self>, now: u64) -> Result<Arc<KeySet>, Error> {
         match self.snapshot() {
             Some(s) if now < s.usable_until => {
-                if now >= s.refresh_at {
+                if now >= s.refresh_at || stepped_back(now, s.fetched_at) {
                     self.refresh_in_background(now);
                 }
                 Ok(s.keys.clone())
@@ -198,10 +204,9 @@ impl JwksCache {
         // Never zero: random kids must not each cause a fetch.
         let cooldown = self.config.unknown_kid_cooldown.max(1);
         let last = self.last_unknown_kid_fetch.load(Ordering::Acquire);
-        let fetched_recently = self
-            .snapshot()
-            .is_some_and(|s| now < s.fetched_at.saturating_add(cooldown));
-        if fetched_recently || (last != 0 && now < last.saturating_add(cooldown)) {
+        let within = |at: u64| !stepped_back(now, at) && now < at.saturating_add(cooldown);
+        let fetched_recently = self.snapshot().is_some_and(|s| within(s.fetched_at));
+        if fetched_recently || (last != 0 && within(last)) {
             return Err(Error::UnknownKid {
                 kid: kid.chars().take(64).collect(),
             });
@@ -249,7 +254,7 @@ impl JwksCache {
 
     fn in_failure_backoff(&self, now: u64) -> bool {
         let at = self.failed_at.load(Ordering::Acquire);
-        at != 0 && now < at.saturating_add(self.config.failure_backoff)
+        at != 0 && !stepped_back(now, at) && now < at.saturating_add(self.config.failure_backoff)
     }
 
     /// Fetch while holding nothing: waits for an in-flight fetch, then fetches only if
@@ -283,6 +288,8 @@ impl JwksCache {
                 tracing::debug!(url = %redacted(&self.url), keys = keys.len(), fresh_until = snapshot.fresh_until, "fetched issuer keys");
                 self.refresh_at
                     .store(snapshot.refresh_at, Ordering::Relaxed);
+                self.fetched_at
+                    .store(snapshot.fetched_at, Ordering::Relaxed);
                 self.usable_until
                     .store(snapshot.usable_until, Ordering::Release);
                 *self.current.write() = Some(Arc::new(snapshot));
@@ -345,6 +352,14 @@ impl JwksCache {
             usable_until: fresh_until.saturating_add(c.max_stale),
         })
     }
+}
+
+/// Whether `now` is before `then`, a time this cache took from an earlier `now`: the clock
+/// stepped back (a host clock corrected, a caller passing an earlier time). Times taken
+/// before the step say nothing then: a refresh is due, a cooldown or backoff is over, or a
+/// clock that once ran a week fast would keep withdrawn keys trusted for that week.
+fn stepped_back(now: u64, then: u64) -> bool {
+    now < then
 }
 
 /// Why a bounded read failed.

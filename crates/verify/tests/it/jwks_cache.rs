@@ -318,6 +318,42 @@ async fn a_rotation_is_picked_up_on_an_unknown_kid() {
     assert_eq!(server.jwks_fetches(), 3);
 }
 
+/// Keys first fetched while the host clock ran a week fast, the clock then corrected: the
+/// times the cache took from the fast clock must not keep it from noticing a rotation
+/// (withdrawn keys trusted, new ones refused, for that week).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_stepped_back_does_not_freeze_the_keys() {
+    const WEEK: u64 = 7 * 86_400;
+    for unknown_kid_first in [true, false] {
+        let server = KeyServer::start(jwks_document(&[&RSA])).await;
+        server.set_cache_control("max-age=3600");
+        let v = url_verifier(&server.jwks_url(), cache_config(), 0);
+        v.key_caches()[0].keys(NOW + WEEK).await.unwrap();
+        server.set_document(jwks_document(&[&RSA_2]));
+        if unknown_kid_first {
+            // The new key's kid is fetched for, no cooldown held over from the fast clock.
+            v.verify(&token_for(&RSA_2, 0), NOW).await.unwrap();
+        } else {
+            // The old key still verifies from the cache, and a refresh starts.
+            v.verify(&token_for(&RSA, 0), NOW).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while server.jwks_fetches() < 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "no refresh after the clock stepped back"
+                );
+                settle().await;
+            }
+        }
+        assert_eq!(server.jwks_fetches(), 2);
+        assert_eq!(
+            refusal(&v, &token_for(&RSA, 1), NOW + 1).await,
+            "unknown_kid"
+        );
+        v.verify(&token_for(&RSA_2, 2), NOW + 2).await.unwrap();
+    }
+}
+
 async fn server_failure_serves_cached_keys_until_the_staleness_bound(take_down: bool) {
     let server = KeyServer::start(jwks_document(&[&RSA])).await;
     server.set_cache_control("max-age=100");
