@@ -84,8 +84,8 @@ impl Identity {
     pub fn same_verification(&self, other: &Identity) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
-    /// Whether `at` is within the token's time (not before its `nbf` or `iat`, leeway
-    /// given; before its `exp`).
+    /// Whether `at` is within the token's time (not before its `nbf`, `iat` or, from
+    /// Firebase, `auth_time`, leeway given; before its `exp`).
     fn current_at(&self, at: u64) -> bool {
         self.0.valid_from <= at && at < self.expires_at()
     }
@@ -391,9 +391,17 @@ impl Verifier {
         let (keys, generation) = self.keys_for(trusted, kid, now).await?;
         let key = jws::verify_signature(&compact, &header, &keys, &profile.algorithms)?;
         check_claims(profile, &claims, now)?;
+        // Every time before which a fresh verification would refuse the token, so that a
+        // cache hit at an earlier `now` (a clock stepped back) refuses it too: `nbf`, `iat`,
+        // and Firebase's `auth_time`, which is checked for it alone.
+        let auth_time = match profile.kind {
+            ProfileKind::Firebase { .. } => claims.auth_time().and_then(Result::ok),
+            _ => None,
+        };
         let valid_from = claims
             .not_before()
             .max(claims.issued_at())
+            .max(auth_time)
             .unwrap_or(0)
             .saturating_sub(profile.leeway);
         Ok(Identity(Arc::new(VerifiedToken {

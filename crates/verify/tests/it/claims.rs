@@ -377,6 +377,32 @@ fn firebase_claims(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Va
     claims
 }
 
+/// A cached Firebase token is judged at its own time as a fresh one is, `auth_time`
+/// included: presented at an earlier `now` (a clock stepped back) before its sign-in, it is
+/// refused as uncached, not served from the cache.
+#[tokio::test]
+async fn a_cached_firebase_token_is_refused_before_its_sign_in() {
+    let v = Verifier::builder()
+        .profile(IssuerProfile::firebase("my-project").with_static_keys(keyset(&[&RSA])))
+        .token_cache_capacity(16)
+        .build()
+        .unwrap();
+    let token = sign(
+        &RSA,
+        &firebase_claims(|c| {
+            c.insert("iat".into(), json!(NOW - 10));
+            c.insert("auth_time".into(), json!(NOW + 50));
+        }),
+    );
+    v.verify(&token, NOW).await.unwrap();
+    assert!(
+        v.verify(&token, NOW + 1).await.is_ok(),
+        "a later hit stands"
+    );
+    let error = v.verify(&token, NOW - 20).await.unwrap_err();
+    assert_eq!(error.code(), "invalid_claim", "{error}");
+}
+
 #[tokio::test]
 async fn firebase_rules() {
     let v = firebase_verifier();
