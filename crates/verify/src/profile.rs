@@ -1,6 +1,7 @@
 //! Issuer profiles: what a trusted issuer's tokens must look like. The profile, never the
 //! token, decides the issuer strings, the keys, the algorithms and the audiences.
 
+use crate::jwks::redacted;
 use crate::keys::{Algorithm, KeySet};
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ pub const IAP_ISSUER: &str = "https://cloud.google.com/iap";
 pub const IAP_JWKS_URL: &str = "https://www.gstatic.com/iap/verify/public_key-jwk";
 
 /// Where an issuer's keys come from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub enum KeySource {
     /// Keys known up front (tests, service-account keys, a pinned deployment).
@@ -23,6 +24,17 @@ pub enum KeySource {
     Url(String),
     /// OIDC discovery: `{issuer}/.well-known/openid-configuration` names the `jwks_uri`.
     Discovery(String),
+}
+
+/// URLs shown without query, fragment or user-info, which may carry a key, as in logs.
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Static(keys) => f.debug_tuple("Static").field(keys).finish(),
+            KeySource::Url(url) => f.debug_tuple("Url").field(&redacted(url)).finish(),
+            KeySource::Discovery(url) => f.debug_tuple("Discovery").field(&redacted(url)).finish(),
+        }
+    }
 }
 
 /// Extra rules a built-in issuer brings.

@@ -3,7 +3,7 @@
 
 use crate::support::*;
 use gatehouse_verify::{
-    Error, Identity, IssuerProfile, Malformed, SigningKey, Verifier, unverified,
+    Error, Identity, IssuerProfile, KeySource, Malformed, SigningKey, Verifier, unverified,
 };
 use serde_json::{Value, json};
 
@@ -692,6 +692,27 @@ fn key_material(key: &SigningKey) -> Vec<String> {
         hex,
         format!("{der:?}"),
     ]
+}
+
+/// A key URL's query, fragment and user-info may carry a key (an API key, a signed URL):
+/// `Debug` of a profile or a verifier shows the URL without them, as logs do.
+#[test]
+fn debug_shows_key_urls_without_their_secrets() {
+    let url = "https://user:pass-secret@keys.example/jwks?key=query-secret#frag-secret";
+    let profile = IssuerProfile::oidc("https://issuer.example").with_jwks_url(url);
+    let discovered =
+        IssuerProfile::literal("https://issuer.example", KeySource::Discovery(url.into()));
+    let verifier = Verifier::builder().profile(profile.clone());
+    for shown in [
+        format!("{profile:?} {profile:#?}"),
+        format!("{discovered:?}"),
+        format!("{verifier:?}"),
+    ] {
+        assert!(shown.contains("keys.example/jwks"), "{shown}");
+        for secret in ["pass-secret", "query-secret", "frag-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 }
 
 #[tokio::test]
