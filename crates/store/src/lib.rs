@@ -57,6 +57,10 @@ pub enum StoreError {
     },
     #[error("query returned more than {MAX_ROWS} rows")]
     TooManyRows,
+    /// The connection failed after a statement that changes data went out, before its
+    /// answer came back: it may have been carried out ([`Store::write`]).
+    #[error("no answer to a statement that was sent: {0}")]
+    Unanswered(sqlx::Error),
 }
 
 /// Which engine a [`Store`] talks to, for the rare query whose SQL differs.
@@ -537,6 +541,39 @@ impl Store {
                 .await?
                 .rows_affected(),
             Pool::Postgres(pool) => bind_pg(sql, params).execute(pool).await?.rows_affected(),
+        })
+    }
+
+    /// Runs a statement that changes data, on a connection taken first, so that its
+    /// failures are told apart: taking the connection failed or the database answered with
+    /// an error, and nothing was done ([`StoreError::Database`]); or the connection failed
+    /// once the statement was out ([`StoreError::Unanswered`]), and it may have been done:
+    /// a caller must not answer "not written, try again" then, or the retry counts twice.
+    pub async fn write(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        let unanswered = |e: sqlx::Error| match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unanswered(e),
+            e => StoreError::Database(e),
+        };
+        Ok(match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut connection = pool.acquire().await?;
+                bind_sqlite(sql, params)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(unanswered)?
+                    .rows_affected()
+            }
+            Pool::Postgres(pool) => {
+                let mut connection = pool.acquire().await?;
+                bind_pg(sql, params)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(unanswered)?
+                    .rows_affected()
+            }
         })
     }
 

@@ -177,8 +177,9 @@ pub enum VoteStoreError {
     /// held past the wait) and nothing was written: 503, try again.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// A write was sent but the database did not answer within the budget, so whether it
-    /// committed is unknown: 504, and no invitation to try again.
+    /// A write was sent but no answer came, within the budget or at all (the connection
+    /// failed once it was out), so whether it committed is unknown: 504, and no
+    /// invitation to try again.
     #[error("database gave no answer: {0}")]
     OutcomeUnknown(String),
     /// Anything else: 500.
@@ -192,6 +193,7 @@ impl VoteStoreError {
             StoreError::Database(e) if is_connection_error(e) => {
                 VoteStoreError::Unavailable(error.to_string())
             }
+            StoreError::Unanswered(_) => VoteStoreError::OutcomeUnknown(error.to_string()),
             _ => VoteStoreError::Failed(error.to_string()),
         }
     }
@@ -326,7 +328,7 @@ impl VoteStore {
             Value::from(team.as_str()),
             Value::from(uid),
         ];
-        self.timed_write(self.store.execute(sql, &params)).await?;
+        self.timed_write(self.store.write(sql, &params)).await?;
         Ok(())
     }
 

@@ -345,14 +345,22 @@ async fn database_outage_under_load_is_503_and_loses_no_acknowledged_vote() {
     assert!(app.running(), "the process died:\n{}", app.logs());
     assert_eq!(app.get("/healthz", "*/*").await.map(|r| r.0), Some(200));
 
-    let mut acked = BTreeSet::new();
+    let (mut acked, mut refused) = (BTreeSet::new(), BTreeSet::new());
     for o in outcomes.lock().unwrap().iter() {
         match &o.answer {
             Ok((200, _)) => {
                 acked.insert(o.uid.clone());
             }
-            Ok((503, body)) => assert_eq!(body["error"], "database_unavailable", "{o:?}"),
-            other => panic!("a vote got neither 200 nor 503: {other:?}\n{}", app.logs()),
+            Ok((503, body)) => {
+                assert_eq!(body["error"], "database_unavailable", "{o:?}");
+                refused.insert(o.uid.clone());
+            }
+            // Sent just as the connection was cut: it may or may not be in.
+            Ok((504, body)) => assert_eq!(body["error"], "outcome_unknown", "{o:?}"),
+            other => panic!(
+                "a vote got neither 200, 503 nor 504: {other:?}\n{}",
+                app.logs()
+            ),
         }
     }
     eprintln!(
@@ -373,6 +381,12 @@ async fn database_outage_under_load_is_503_and_loses_no_acknowledged_vote() {
         .collect();
     let lost: Vec<&String> = acked.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    // A 503 says nothing was written, and invites a retry: it must be true.
+    let written: Vec<&String> = refused.intersection(&stored).collect();
+    assert!(
+        written.is_empty(),
+        "refused with 503 but stored: {written:?}"
+    );
     let logs = app.logs();
     assert!(
         logs.contains("database unavailable"),
@@ -385,4 +399,117 @@ async fn database_outage_under_load_is_503_and_loses_no_acknowledged_vote() {
     progress.close().await;
     drop(app);
     forwarder.cut().await;
+}
+
+/// A forwarder that, once `armed`, lets the next statement run (the vote's INSERT) and
+/// swallows what the database answers, closing the app's connection a moment later: a
+/// network path or a pooler failing just after a statement went out.
+fn swallowing_forwarder(
+    listener: TcpListener,
+    target: SocketAddr,
+    armed: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((client, _)) = listener.accept().await {
+            let armed = armed.clone();
+            connections.spawn(async move {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let lost = Arc::new(AtomicBool::new(false));
+                let up = tokio::spawn({
+                    let lost = lost.clone();
+                    async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = from_client.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            // A Bind message ('B', then Execute and Sync) runs a statement;
+                            // a pool's ping is a bare Sync, a prepare a Parse ('P').
+                            let sent = &buf[..n];
+                            if sent.first() == Some(&b'B') && armed.load(Ordering::SeqCst) {
+                                lost.store(true, Ordering::SeqCst);
+                            }
+                            if to_server.write_all(sent).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = from_server.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if lost.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        break;
+                    }
+                    if to_client.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    })
+}
+
+/// A vote whose INSERT reached PostgreSQL but whose answer was lost: the app cannot know
+/// whether it committed, so it says 504 `outcome_unknown` (no `Retry-After`), never 503
+/// "nothing written, try again", which would have the client vote twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_whose_answer_is_lost_is_504_not_503() {
+    let Some(db) = gatehouse_testkit::postgres("vote_lost_answer").await else {
+        return;
+    };
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let target: SocketAddr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+        .parse()
+        .unwrap_or_else(|_| panic!("the forwarder needs an IP address in {}", db.url));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    url.set_port(Some(listener.local_addr().unwrap().port()))
+        .unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let forwarder = swallowing_forwarder(listener, target, armed.clone());
+    let app = App::start(url.as_str()).await;
+    let client = reqwest::Client::new();
+    let vote = |uid: &'static str| {
+        client
+            .post(format!("{}/", app.base))
+            .bearer_auth(token_now(uid))
+            .header("accept", "application/json")
+            .form(&[("team", "CATS")])
+            .timeout(HANG)
+            .send()
+    };
+    assert_eq!(vote("before").await.unwrap().status(), 200);
+    armed.store(true, Ordering::SeqCst);
+    let answer = vote("lost").await.unwrap();
+    let status = answer.status().as_u16();
+    let retry_after = answer.headers().get("retry-after").cloned();
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(status, 504, "{body}\n{}", app.logs());
+    assert_eq!(body["error"], "outcome_unknown", "{body}");
+    assert!(retry_after.is_none(), "no invitation to try again");
+    let direct = Store::open_url(&db.url).await.unwrap();
+    let stored = direct
+        .fetch_optional(
+            "SELECT COUNT(*) FROM pet_votes WHERE uid = $1",
+            &["lost".into()],
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .int(0)
+        .unwrap();
+    assert_eq!(stored, 1, "the statement did reach the database");
+    direct.close().await;
+    drop(app);
+    forwarder.abort();
 }
