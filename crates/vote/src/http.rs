@@ -11,7 +11,7 @@ use crate::page;
 use crate::time::{Clock, SystemClock, VerifyClock};
 use crate::votes::{MAX_UID_CHARS, Tally, Team, VoteStore, VoteStoreError};
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::middleware::Next;
@@ -455,22 +455,64 @@ async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
+/// The most a vote's form may hold: `team=CATS`, with room for fields a client adds.
+const MAX_VOTE_BYTES: usize = 1024;
+/// The most the secure endpoint's JSON may hold.
+const MAX_SECURE_BYTES: usize = 16 * 1024;
+/// How long a request body may take to arrive once the caller is known: a client
+/// trickling one must not hold a connection for as long as it likes.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A request's body, read only now (after the caller was judged: a refused request is
+/// answered without waiting for it), within `max` bytes and [`BODY_DEADLINE`].
+async fn read_body(body: Body, max: usize) -> Result<Bytes, AppError> {
+    match tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(AppError::BadRequest(
+            "the request body is too large or was cut off",
+        )),
+        Err(_) => Err(AppError::BadRequest(
+            "the request body did not arrive in time",
+        )),
+    }
+}
+
 /// `POST /`: identity first (nothing is read or written for a refused token), then the
-/// team, then one insert stamped with the server's time.
+/// form (`application/x-www-form-urlencoded`, as the seed's Flask reads it) and its team,
+/// then one insert stamped with the server's time.
 async fn cast_vote(
     State(state): State<AppState>,
     headers: HeaderMap,
     identity: Result<Identity, AuthRejection>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let result = async {
         let identity = identity.map_err(AppError::from_rejection)?;
         let uid = identity.subject();
-        if uid.is_empty() || uid.chars().count() > MAX_UID_CHARS {
+        // A control character (NUL above all, which PostgreSQL's text refuses and SQLite
+        // keeps) is no uid either backend would store alike.
+        if uid.is_empty()
+            || uid.chars().count() > MAX_UID_CHARS
+            || uid.chars().any(char::is_control)
+        {
             return Err(AppError::Forbidden {
                 reason: "invalid_claim",
             });
         }
+        let form_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !form_type {
+            return Err(AppError::BadRequest(
+                "send the vote as application/x-www-form-urlencoded: team=CATS or team=DOGS",
+            ));
+        }
+        let body = read_body(body, MAX_VOTE_BYTES).await?;
         let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
         let mut teams = form.iter().filter(|(k, _)| k == "team");
         let team = match (teams.next(), teams.next()) {
@@ -504,7 +546,7 @@ struct SecureRequest {
 
 /// Seed 000's endpoint: echoes the verified identity and the posted `{"url"}`. Refusals
 /// follow RFC 6750 (401 `invalid_token` with the reason; 503 when keys are unavailable).
-async fn secure_endpoint(identity: Result<Identity, AuthRejection>, body: Bytes) -> Response {
+async fn secure_endpoint(identity: Result<Identity, AuthRejection>, body: Body) -> Response {
     let identity = match identity {
         Ok(identity) => identity,
         Err(rejection) => {
@@ -516,16 +558,19 @@ async fn secure_endpoint(identity: Result<Identity, AuthRejection>, body: Bytes)
             return response;
         }
     };
+    let json = HeaderMap::from_iter([(ACCEPT, HeaderValue::from_static("application/json"))]);
+    let body = match read_body(body, MAX_SECURE_BYTES).await {
+        Ok(body) => body,
+        Err(error) => return error.respond(&json),
+    };
     let url = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
         match serde_json::from_slice::<SecureRequest>(&body) {
             Ok(request) => request.url,
             Err(_) => {
-                let headers =
-                    HeaderMap::from_iter([(ACCEPT, HeaderValue::from_static("application/json"))]);
                 return AppError::BadRequest("expected a JSON object like {\"url\": \"...\"}")
-                    .respond(&headers);
+                    .respond(&json);
             }
         }
     };

@@ -285,10 +285,73 @@ async fn refusals_have_their_codes_and_write_nothing() {
             assert!(answer.body.starts_with("Error with authentication: "));
         }
     }
+    // A form in another type than the seed's Flask reads is no vote, and says why.
+    for content_type in [
+        Some("application/json"),
+        Some("text/plain"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let mut request = Request::post("/").header("authorization", bearer(&good));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let answer = send(&t.app, request.body(Body::from("team=CATS")).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{content_type:?}");
+        assert!(
+            answer.body.contains("application/x-www-form-urlencoded"),
+            "{}",
+            answer.body
+        );
+    }
+    let answer = send(
+        &t.app,
+        Request::post("/")
+            .header("authorization", bearer(&good))
+            .header(
+                "content-type",
+                "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+            )
+            .body(Body::from("team=CATS"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    // A form past a vote's size.
+    let long = format!("team=CATS&x={}", "y".repeat(2000));
+    let answer = send(&t.app, vote_request(Some(&bearer(&good)), &long)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+    // A uid with a control character: PostgreSQL refuses a NUL that SQLite keeps, so
+    // neither stores it.
+    let answer = send(
+        &t.app,
+        vote_request(Some(&bearer(&token_for("a\u{0}b"))), "team=CATS"),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert!(answer.body.contains("invalid_claim"), "{}", answer.body);
+    // No token: answered at once, the body never waited for (a client trickling one
+    // holds no connection for it).
+    let never_ends = Body::from_stream(futures_util::stream::pending::<
+        Result<axum::body::Bytes, std::io::Error>,
+    >());
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        send(
+            &t.app,
+            Request::post("/")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(never_ends)
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("a request without a token waited for its body");
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         t.votes.count().await.unwrap(),
-        0,
-        "a refused request wrote a row"
+        1,
+        "a refused request wrote a row (the one row is the form in its type, accepted)"
     );
     // JSON clients get the code in JSON.
     let answer = send(
