@@ -294,7 +294,7 @@ impl fmt::Debug for Store {
 
 /// A database URL with its password hidden, for logs: the userinfo's and any query
 /// parameter whose name holds `password` (`?password=`, `&sslpassword=`).
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     const HIDDEN: &str = "REDACTED";
     let Ok(mut parsed) = url::Url::parse(url) else {
         return "<unparsable database URL>".to_owned();

@@ -1,7 +1,7 @@
 //! Where the votes live: `--database`/`DATABASE_URL`, else the Cloud SQL credentials of
 //! seed 001 (`CLOUD_SQL_CREDENTIALS_SECRET` JSON, or the same names as separate variables),
 //! else a SQLite file under the data directory. Passwords never reach a log: every type
-//! here that holds one prints `<hidden>`.
+//! here that holds one prints `<hidden>` (a URL's, `REDACTED`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,32 +25,10 @@ impl DatabaseUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
-    /// The URL with any credentials replaced, for logs.
+    /// The URL with any credentials replaced, for logs (the store's reading: the
+    /// userinfo's password and every query parameter naming one, `sslpassword` too).
     pub fn redacted(&self) -> String {
-        match url::Url::parse(&self.0) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    let _ = url.set_password(Some("REDACTED"));
-                }
-                // A socket path in the query holds no secret; a `password=` parameter does.
-                let pairs: Vec<(String, String)> = url
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if k.eq_ignore_ascii_case("password") {
-                            "<hidden>".to_owned()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                if !pairs.is_empty() {
-                    url.query_pairs_mut().clear().extend_pairs(pairs);
-                }
-                url.to_string()
-            }
-            Err(_) => "<unparsable database URL>".to_owned(),
-        }
+        gatehouse_store::redact(&self.0)
     }
 }
 
@@ -272,6 +250,23 @@ mod tests {
         assert!(!format!("{creds:?}").contains("p@ss"));
         assert!(!format!("{url:?}").contains("p%40ss"));
         assert!(!url.redacted().contains("ss"));
+    }
+
+    #[test]
+    fn every_password_in_a_url_is_hidden_from_logs() {
+        let url = DatabaseUrl::new(
+            "postgres://u:pw-secret@db/x?sslmode=require&sslpassword=ssl-secret&Password=q-secret",
+        );
+        for shown in [
+            url.redacted(),
+            format!("{url:?}"),
+            DatabaseTarget::Url(url.clone()).describe(),
+        ] {
+            for secret in ["pw-secret", "ssl-secret", "q-secret"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("sslmode=require"), "{shown}");
+        }
     }
 
     #[test]
