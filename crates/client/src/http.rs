@@ -19,17 +19,36 @@ pub fn audience_for_url(url: &str) -> Result<String, Error> {
 }
 
 fn parse_url(url: &str) -> Result<url::Url, Error> {
-    let parsed = url::Url::parse(url).map_err(|e| Error::InvalidUrl {
-        url: url.to_owned(),
-        detail: e.to_string(),
-    })?;
+    let invalid = |detail: String| Error::InvalidUrl {
+        url: without_userinfo(url),
+        detail,
+    };
+    let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(Error::InvalidUrl {
-            url: url.to_owned(),
-            detail: "expected an http(s) URL with a host".into(),
-        });
+        return Err(invalid("expected an http(s) URL with a host".into()));
+    }
+    // reqwest would send it as Basic credentials, which the Bearer token then replaces,
+    // and every message naming the URL would show the password.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(
+            "a URL with user-info is not sent: credentials go in headers".into(),
+        ));
     }
     Ok(parsed)
+}
+
+/// `url` for messages, any user-info (`user:password@`) replaced: read off the text, so a
+/// URL that does not even parse shows none either.
+pub fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let sep = if scheme.is_empty() { "" } else { "://" };
+            format!("{scheme}{sep}…@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// Sends requests with ID tokens from a [`TokenCache`].
@@ -212,6 +231,29 @@ fn request_error(url: &url::Url, error: reqwest::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_with_user_info_are_refused_and_never_shown_with_it() {
+        for url in [
+            "http://user:S3CRET@127.0.0.1:1/x",
+            "https://S3CRET@svc.example/",
+            "http://user:S3CRET@[::1/x",
+        ] {
+            let error = audience_for_url(url).unwrap_err();
+            assert!(
+                matches!(error, Error::InvalidUrl { .. }),
+                "{url}: {error:?}"
+            );
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("S3CRET"), "{shown}");
+        }
+        assert_eq!(without_userinfo("http://a:b@h:1/p@q"), "http://…@h:1/p@q");
+        assert_eq!(without_userinfo("http://h/p@q"), "http://h/p@q");
+        assert_eq!(
+            audience_for_url("https://svc.example:443/x?y").unwrap(),
+            "https://svc.example"
+        );
+    }
 
     #[test]
     fn audience_is_the_origin() {

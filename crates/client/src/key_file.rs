@@ -97,6 +97,13 @@ impl ServiceAccountKey {
         }
         let token_uri = fields.required("token_uri")?;
         match url::Url::parse(&token_uri) {
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                // Shown in messages and logs ("via ..."): no credentials in it.
+                return Err(fields.bad(
+                    "token_uri",
+                    "has user-info; credentials go in headers".into(),
+                ));
+            }
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
             _ => return Err(fields.bad("token_uri", "is not an http(s) URL".into())),
         }

@@ -142,6 +142,9 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
+    // Checked before anything prints it: a URL with user-info is refused, its password
+    // never shown.
+    let origin = audience_for_url(&args.url)?;
     let (audience, source): (String, Box<dyn IdTokenSource>) =
         match (&args.audience, &args.source.user) {
             (Some(audience), _) => (audience.clone(), source(&args.source).await?),
@@ -152,7 +155,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
                     email,
                 )?)),
             ),
-            (None, None) => (audience_for_url(&args.url)?, source(&args.source).await?),
+            (None, None) => (origin, source(&args.source).await?),
         };
     let described = source.describe();
     let cache = TokenCache::new(source);

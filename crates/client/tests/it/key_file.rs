@@ -236,6 +236,11 @@ fn malformed_key_files_name_the_field() {
         ("client_email", json!("nobody"), "not an email"),
         ("private_key", json!("MIIEvQIBADANBg..."), "PKCS#8"),
         ("token_uri", json!("/token"), "http(s) URL"),
+        (
+            "token_uri",
+            json!("https://u:S3CRET@oauth2.example/token"),
+            "user-info",
+        ),
         ("project_id", json!(["x"]), "not a string"),
     ];
     for (field, value, says) in cases {
@@ -244,6 +249,10 @@ fn malformed_key_files_name_the_field() {
         let error = parse(&bad).unwrap_err();
         assert_eq!(error.field(), Some(field), "{error}");
         assert!(error.to_string().contains(says), "{error}");
+        assert!(
+            !format!("{error} {error:?}").contains("S3CRET"),
+            "{error:?}"
+        );
     }
     let error = ServiceAccountKey::from_json(b"{not json", "key.json").unwrap_err();
     assert!(matches!(error, KeyFileError::NotJson { .. }), "{error:?}");
