@@ -770,7 +770,9 @@ fn compile_route(
     {
         return Err(at.error(
             None,
-            format!("route {name:?}: host must be a bare host name (no scheme, port or path)"),
+            format!(
+                "route {name:?}: host must be a bare host name (letters, digits, -, ., _ or ~: no scheme, port or path; an IDN in its xn-- form)"
+            ),
         ));
     }
     let mut audiences: Vec<String> = Vec::new();

@@ -306,3 +306,34 @@ fn sources_tell_a_change_made_after_they_were_read() {
     assert_ne!(sources.fingerprint_now(), sources.fingerprint);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_route_host_is_a_bare_ascii_host_name() {
+    let host = |h: &str| {
+        let text =
+            format!("[[route]]\nhost = \"{h}\"\nupstream = \"http://x\"\nallow = [\"allUsers\"]\n");
+        Config::from_toml(&text, None).map(|c| c.routes[0].host.clone())
+    };
+    assert_eq!(
+        host("Admin.Example.").unwrap().as_deref(),
+        Some("admin.example")
+    );
+    assert_eq!(
+        host("xn--caf-dma.example").unwrap().as_deref(),
+        Some("xn--caf-dma.example")
+    );
+    for bad in [
+        "café.example",
+        "admin.example:8080",
+        "https://admin.example",
+        "a b",
+        "a@b",
+        "",
+    ] {
+        let error = host(bad).unwrap_err();
+        assert!(
+            error.to_string().contains("bare host name"),
+            "{bad}: {error}"
+        );
+    }
+}
