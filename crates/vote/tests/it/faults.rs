@@ -79,6 +79,15 @@ impl Forwarder {
     }
 }
 
+/// The test database's URL and the server's address, for a forwarder to stand between.
+fn server_of(database: &str) -> (url::Url, SocketAddr) {
+    let url = url::Url::parse(database).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+        .parse()
+        .unwrap_or_else(|_| panic!("the forwarder needs an IP address in {database}"));
+    (url, target)
+}
+
 /// A token for the real clock (the process reads it).
 fn token_now(sub: &str) -> String {
     let now = SystemTime::now()
@@ -253,10 +262,7 @@ async fn database_outage_under_load_is_503_and_loses_no_acknowledged_vote() {
     let Some(db) = gatehouse_testkit::postgres("vote_outage").await else {
         return;
     };
-    let mut url = url::Url::parse(&db.url).unwrap();
-    let target: SocketAddr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
-        .parse()
-        .unwrap_or_else(|_| panic!("the forwarder needs an IP address in {}", db.url));
+    let (mut url, target) = server_of(&db.url);
     let mut forwarder = Forwarder::start(target).await;
     url.set_port(Some(forwarder.addr.port())).unwrap();
     // Trust auth ignores it; the logs of a failing database must not show it.
@@ -468,10 +474,7 @@ async fn a_vote_whose_answer_is_lost_is_504_not_503() {
     let Some(db) = gatehouse_testkit::postgres("vote_lost_answer").await else {
         return;
     };
-    let mut url = url::Url::parse(&db.url).unwrap();
-    let target: SocketAddr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
-        .parse()
-        .unwrap_or_else(|_| panic!("the forwarder needs an IP address in {}", db.url));
+    let (mut url, target) = server_of(&db.url);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     url.set_port(Some(listener.local_addr().unwrap().port()))
         .unwrap();
