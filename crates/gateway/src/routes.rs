@@ -179,6 +179,10 @@ pub struct Snapshot {
     pub groups: Groups,
     pub generation: u64,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Read off the routes once, not per request: [`Snapshot::has_prefixes`] and
+    /// [`Snapshot::has_upper_case_prefixes`].
+    prefixes: bool,
+    upper_case_prefixes: bool,
 }
 
 impl Snapshot {
@@ -189,8 +193,14 @@ impl Snapshot {
             let prev = previous.and_then(|p| p.routes.iter().find(|r| r.config.name == rc.name));
             routes.push(Arc::new(Route::build(rc.clone(), prev.map(|r| &**r))?));
         }
+        let prefixes = routes.iter().any(|r| r.config.path_prefix != "/");
+        let upper_case_prefixes = routes
+            .iter()
+            .any(|r| r.config.path_prefix.bytes().any(|b| b.is_ascii_uppercase()));
         Ok(Snapshot {
             routes,
+            prefixes,
+            upper_case_prefixes,
             groups: config.groups.clone(),
             generation: previous.map_or(1, |p| p.generation + 1),
             trusted_proxies: config.trusted_proxies.clone(),
@@ -222,15 +232,13 @@ impl Snapshot {
     /// Whether any route has a path prefix other than `/`: only then can another reading
     /// of a path pick another route.
     pub(crate) fn has_prefixes(&self) -> bool {
-        self.routes.iter().any(|r| r.config.path_prefix != "/")
+        self.prefixes
     }
 
     /// Whether a prefix has upper case: a lower-case path may then be its to a server
     /// comparing paths without case.
     pub(crate) fn has_upper_case_prefixes(&self) -> bool {
-        self.routes
-            .iter()
-            .any(|r| r.config.path_prefix.bytes().any(|b| b.is_ascii_uppercase()))
+        self.upper_case_prefixes
     }
 }
 
