@@ -39,7 +39,7 @@ fn parse_url(url: &str) -> Result<url::Url, Error> {
 
 /// `url` for messages, any user-info (`user:password@`) replaced: read off the text, so a
 /// URL that does not even parse shows none either.
-pub fn without_userinfo(url: &str) -> String {
+fn without_userinfo(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
