@@ -52,25 +52,20 @@ impl Route {
                 Some(Arc::new(verifier))
             }
         };
-        // Kept across a reload that leaves the bound alone, so requests in flight still count.
-        let concurrency = match previous.and_then(|p| p.concurrency.as_ref()) {
-            Some(permits)
-                if previous.is_some_and(|p| p.config.concurrency == config.concurrency) =>
-            {
-                Some(permits.clone())
-            }
-            _ => config.concurrency.map(|n| Arc::new(Semaphore::new(n))),
-        };
-        // Kept too when the limit is, or a reload (any edit of the file) would refill every
-        // caller's bucket.
-        let limiter = match previous.and_then(|p| p.limiter.as_ref()) {
-            Some(limiter) if previous.is_some_and(|p| p.config.rate_limit == config.rate_limit) => {
-                Some(limiter.clone())
-            }
-            _ => config
-                .rate_limit
-                .map(|limit| Arc::new(RateLimiter::new(limit))),
-        };
+        // Kept across a reload that leaves the bound alone, so requests in flight still
+        // count; likewise a limit's buckets, or any edit of the file would refill them.
+        let concurrency = previous
+            .filter(|p| p.config.concurrency == config.concurrency)
+            .and_then(|p| p.concurrency.clone())
+            .or_else(|| config.concurrency.map(|n| Arc::new(Semaphore::new(n))));
+        let limiter = previous
+            .filter(|p| p.config.rate_limit == config.rate_limit)
+            .and_then(|p| p.limiter.clone())
+            .or_else(|| {
+                config
+                    .rate_limit
+                    .map(|limit| Arc::new(RateLimiter::new(limit)))
+            });
         Ok(Route {
             concurrency,
             limiter,

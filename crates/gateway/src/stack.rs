@@ -514,11 +514,9 @@ fn requested_host(
             let named = HeaderValue::from_str(authority.as_str()).map_err(|_| ())?;
             if version == http::Version::HTTP_2 {
                 if let Some(h) = header {
-                    let same = h.to_str().is_ok_and(|h| {
-                        normalize_host(h).is_some_and(|h| {
-                            normalize_host(authority.as_str()).is_some_and(|a| a == h)
-                        })
-                    });
+                    let authority_host = normalize_host(authority.as_str());
+                    let same = authority_host.is_some()
+                        && h.to_str().ok().and_then(normalize_host) == authority_host;
                     if !same {
                         return Err(());
                     }
