@@ -201,18 +201,22 @@ async fn known_host_only(
     request: Request,
     next: Next,
 ) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .map(|v| v.to_str().unwrap_or(""))
-        .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    match host {
+    match request_host(&request) {
         Some(host) if !hosts.allows_host_header(host) => refused_site(
             "this emulator does not answer to that host name (DNS rebinding protection); \
              add it with --allowed-host",
         ),
         _ => next.run(request).await,
     }
+}
+
+/// The request's `Host` (HTTP/1.1), or its URI's authority (HTTP/2).
+fn request_host(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or(""))
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
 }
 
 /// 403 for a browser request from a page of another site (CSRF); clients that are not
@@ -222,10 +226,11 @@ async fn same_site_only(
     request: Request,
     next: Next,
 ) -> Response {
+    let host = request_host(&request);
     let cross_site = request
         .headers()
         .get(header::ORIGIN)
-        .is_some_and(|o| !o.to_str().is_ok_and(|o| hosts.allows_origin(o)));
+        .is_some_and(|o| !o.to_str().is_ok_and(|o| hosts.allows_origin(o, host)));
     if cross_site {
         return refused_site("the emulator's own API is not for other sites' pages");
     }

@@ -310,7 +310,17 @@ async fn other_sites_pages_cannot_use_the_emulators_own_api() {
     // redirect the attacker owns would hand it tokens for any user.
     let evil = r#"{"clientId":"evil","redirectUris":["https://evil.example/cb"]}"#;
     let before = count(&h.state, "idp_clients").await;
-    for origin in ["https://evil.example", "null"] {
+    // Pages served from a public or LAN address are other sites too, and so are Google's
+    // own pages: only a hosts file could point those names here.
+    for origin in [
+        "https://evil.example",
+        "null",
+        "http://203.0.113.7",
+        "http://192.168.1.20:8080",
+        "http://[2001:db8::1]:8080",
+        "https://accounts.google.com",
+        "http://metadata.google.internal",
+    ] {
         let r = h
             .send(with_header(
                 "POST",
@@ -345,6 +355,20 @@ async fn other_sites_pages_cannot_use_the_emulators_own_api() {
         ))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // An emulator reached at a LAN address accepts pages of that same address.
+    let mut request = with_header(
+        "POST",
+        "/emulator/v1/clients",
+        "origin",
+        "http://192.168.1.20:3000",
+        "",
+    );
+    request
+        .headers_mut()
+        .insert("host", "192.168.1.20:9099".parse().unwrap());
+    *request.body_mut() = Body::from(evil.replace("\"evil\"", "\"lan\""));
+    let r = h.send(request).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     // Wiping the project's users: not for another site's page, nor its preflight.
     let users = count(&h.state, "idp_fb_users").await;
     let r = h
@@ -356,17 +380,13 @@ async fn other_sites_pages_cannot_use_the_emulators_own_api() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(count(&h.state, "idp_fb_users").await, users + 1);
     let wipe = "/emulator/v1/projects/demo-project/accounts";
-    for method in ["OPTIONS", "DELETE"] {
-        let r = h
-            .send(with_header(
-                method,
-                wipe,
-                "origin",
-                "https://evil.example",
-                "",
-            ))
-            .await;
-        assert_eq!(r.status, 403, "{method}: {}", r.text());
+    for origin in ["https://evil.example", "http://203.0.113.7"] {
+        for method in ["OPTIONS", "DELETE"] {
+            let r = h
+                .send(with_header(method, wipe, "origin", origin, ""))
+                .await;
+            assert_eq!(r.status, 403, "{origin} {method}: {}", r.text());
+        }
     }
     assert_eq!(count(&h.state, "idp_fb_users").await, users + 1);
     let r = h
