@@ -1106,7 +1106,15 @@ fn meta_text(status: StatusCode, body: String) -> Response {
 }
 
 fn meta_json(body: &Json) -> Response {
-    with_flavor(json_response(StatusCode::OK, body))
+    let mut r = json_response(StatusCode::OK, body);
+    // Exactly this, as the real server sends: python google-auth before its PR #1382 (2023)
+    // JSON-decodes only when Content-Type equals `application/json`, and otherwise returns
+    // the text, which then fails at `token["expires_in"]`.
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    with_flavor(r)
 }
 
 async fn metadata_ping() -> Response {

@@ -88,25 +88,24 @@ async fn project_instance_and_account_paths() {
             "/computeMetadata/v1/instance/service-accounts/default/?recursive=true",
         ))
         .await;
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/json; charset=utf-8")
-    );
+    // Exactly this: python google-auth before its PR #1382 (2023) JSON-decodes only on an
+    // equal Content-Type and otherwise hands back text, which then fails at `info["email"]`.
+    assert_eq!(r.header("content-type"), Some("application/json"));
     let info = r.json();
     assert_eq!(info["email"], c.default_service_account.as_str());
     assert_eq!(info["aliases"], serde_json::json!(["default"]));
-    let root = h
-        .send(meta("/computeMetadata/v1/?recursive=true"))
-        .await
-        .json();
+    let r = h.send(meta("/computeMetadata/v1/?recursive=true")).await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let root = r.json();
     assert_eq!(root["project"]["projectId"], "demo-project");
     assert!(root["instance"]["serviceAccounts"]["default"]["email"].is_string());
-    let tok = h
+    let r = h
         .send(meta(
             "/computeMetadata/v1/instance/service-accounts/default/token",
         ))
-        .await
-        .json();
+        .await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let tok = r.json();
     assert_eq!(tok["token_type"], "Bearer");
     assert!(tok["access_token"].as_str().unwrap().starts_with("ya29."));
     assert!(tok["expires_in"].as_i64().unwrap() > 3000);
