@@ -1011,14 +1011,17 @@ fn client_credentials<'a>(
             if p.get("client_id").is_some_and(|c| c != id) {
                 return Err(OAuthError::new("invalid_client", "client_id mismatch"));
             }
-            Ok((Some(id.as_str()), Some(secret.as_str())))
+            // `id:` is a public client's way of saying "no secret" in the header (requests-
+            // oauthlib, Go's oauth2 in header style), as `client_secret=` is in the form.
+            let secret = Some(secret.as_str()).filter(|s| !s.is_empty());
+            Ok((Some(id.as_str()), secret))
         }
         None => Ok((p.get("client_id"), p.get("client_secret"))),
     }
 }
 
-/// Authenticates the client: a client with a secret must present it, unless `pkce` (a
-/// public-client code exchange proven by its verifier).
+/// Authenticates the client: a client with a secret must present it (with PKCE too, and to
+/// refresh); a client without one must not send one.
 async fn authenticate_client(
     state: &IdpState,
     client_id: Option<&str>,

@@ -511,7 +511,7 @@ async fn registered_clients_secrets_and_extension_redirects() {
     form[4] = ("client_secret", "s3cret");
     let r = h.post_form("/token", &form).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    // HTTP Basic works too (and a duplicate registration is refused).
+    // A duplicate registration is refused.
     let r = h
         .post_json(
             "/emulator/v1/clients",
@@ -520,6 +520,75 @@ async fn registered_clients_secrets_and_extension_redirects() {
         .await;
     assert_eq!(r.status, 400);
 }
+
+/// A code for alice at `client`'s `redirect` (no PKCE).
+async fn alices_code(h: &Harness, client: &str, redirect: &str) -> String {
+    let r = h
+        .get(&auth_query(&[
+            ("client_id", client),
+            ("redirect_uri", redirect),
+            ("response_type", "code"),
+            ("scope", "openid email"),
+            ("prompt", "none"),
+            ("login_hint", "alice@example.com"),
+        ]))
+        .await;
+    assert_eq!(r.status, 302, "{}", r.text());
+    query_params(r.header("location").unwrap())["code"].clone()
+}
+
+/// `POST /token` with `Authorization: Basic` for `id:secret` (RFC 6749 §2.3.1).
+async fn token_with_basic(h: &Harness, id: &str, secret: &str, form: &[(&str, &str)]) -> Reply {
+    use base64::Engine as _;
+    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    h.send(
+        Request::post("/token")
+            .header("authorization", format!("Basic {credentials}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(serde_urlencoded::to_string(form).unwrap()))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn http_basic_client_credentials_with_and_without_a_secret() {
+    let h = harness().await;
+    // A public client's empty secret in the header is no secret, as `client_secret=` in the
+    // form is (requests-oauthlib and Go's oauth2 in header style send `id:`).
+    let code = alices_code(&h, CLIENT, CB).await;
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", CB),
+    ];
+    let r = token_with_basic(&h, CLIENT, "", &exchange).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    let r = token_with_basic(
+        &h,
+        CLIENT,
+        "",
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Credentials in both places, or two different client ids: refused.
+    let both = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+        ("client_secret", "x"),
+    ];
+    let r = token_with_basic(&h, CLIENT, "", &both).await;
+    assert_eq!(r.json()["error"], "invalid_request", "{}", r.text());
+    let mismatch = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+        ("client_id", CLIENT),
+    ];
+    let r = token_with_basic(&h, "other.apps.googleusercontent.com", "", &mismatch).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"], "invalid_client");
 
 #[tokio::test]
 async fn test_user_token_api() {
