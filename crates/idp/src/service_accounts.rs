@@ -331,7 +331,14 @@ pub async fn cached_access_token(
 ) -> Result<(String, i64), IdpError> {
     let key = format!("{}\n{}", email.to_ascii_lowercase(), scopes);
     if let Some((token, exp)) = state.access_tokens().get(&key, now) {
-        return Ok((token, exp - now));
+        // Unlike an ID token, an access token can be revoked (`/revoke`, on any replica):
+        // a hit is handed out only while its record still stands, one indexed lookup.
+        if oauth::lookup_access_token(state, &token, now)
+            .await?
+            .is_some()
+        {
+            return Ok((token, exp - now));
+        }
     }
     let sa = &ensure(state, email, now).await?;
     let lifetime = state.config().token_lifetime;

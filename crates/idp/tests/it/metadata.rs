@@ -189,6 +189,23 @@ async fn identity_tokens_are_signed_and_reused_until_five_minutes_before_expiry(
 }
 
 #[tokio::test]
+async fn a_token_revoked_at_revoke_is_not_handed_out_again() {
+    let h = harness().await;
+    let uri = "/computeMetadata/v1/instance/service-accounts/default/token";
+    let token = |r: Reply| r.json()["access_token"].as_str().unwrap().to_owned();
+    let first = token(h.send(meta(uri)).await);
+    assert_eq!(token(h.send(meta(uri)).await), first, "reused while live");
+    let r = h.post_form("/revoke", &[("token", &first)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let second = token(h.send(meta(uri)).await);
+    assert_ne!(second, first);
+    let r = h
+        .post_form("/oauth2/v3/tokeninfo", &[("access_token", &second)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
 async fn a_metadata_listener_speaks_for_its_own_account() {
     let h = harness().await;
     let email = "worker@demo-project.iam.gserviceaccount.com";
