@@ -595,7 +595,7 @@ mod tests {
         let (stop_tx, stop) = watch::channel(false);
         let minute = Duration::from_secs(60);
         let (dog, task) = Watchdog::start(minute, minute, stop);
-        (dog.watch(true), task, stop_tx)
+        (dog.watch(crate::idle::LateHead::Close), task, stop_tx)
     }
 
     /// Serves `sent` on an in-memory connection, each request answered by `answer`: what the

@@ -6,10 +6,13 @@
 //! the connection's task wakes, twice for every proxied request; a connection only reads an
 //! atomic its watchdog sets.
 //!
-//! It also keeps HTTP/1 connections' header-read deadline: from a connection's start, or
-//! the end of its last answer, to the next request head in full. hyper keeps that one with
-//! a timer of its own, allocated, armed and dropped for every request; here a request
-//! costs two atomic increments (see [`Watched::begin`]).
+//! It also keeps every connection's header-read deadline: from a connection's start, or
+//! the end of its last answer, to the next request. hyper keeps that one for HTTP/1 with
+//! a timer of its own, allocated, armed and dropped for every request (here a request
+//! costs two atomic increments, see [`Watched::begin`]), and for HTTP/2 not at all: a
+//! connection that opens no stream, only pings (or trickles its preface, or a header block
+//! in one-byte CONTINUATION frames), would hold its place under the connection limit for
+//! as long as it sends a byte within the idle timeout.
 
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
@@ -131,23 +134,39 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
     }
 }
 
+/// A request in flight on a connection hyper serves, from its head until its answer has
+/// gone out: begun when made, ended when dropped. It goes from the request's future into
+/// its answer's body ([`Ending`]), so a request that ends without an answer (an HTTP/2
+/// stream the client reset, a connection gone) is ended too.
+pub(crate) struct InFlight(Arc<Watched>);
+
+impl InFlight {
+    pub(crate) fn begin(watched: Arc<Watched>) -> Self {
+        watched.begin();
+        InFlight(watched)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 /// An answer's body that tells its connection's watchdog when it has gone out: hyper drops
 /// a body once written to its end (or at once, when it has none), and so does a connection
 /// that ends before.
 pub(crate) struct Ending<B> {
     body: B,
-    watched: Arc<Watched>,
+    _in_flight: InFlight,
 }
 
 impl<B> Ending<B> {
-    pub(crate) fn new(body: B, watched: Arc<Watched>) -> Self {
-        Ending { body, watched }
-    }
-}
-
-impl<B> Drop for Ending<B> {
-    fn drop(&mut self) {
-        self.watched.end();
+    pub(crate) fn new(body: B, in_flight: InFlight) -> Self {
+        Ending {
+            body,
+            _in_flight: in_flight,
+        }
     }
 }
 
@@ -191,31 +210,41 @@ impl Order {
     }
 }
 
+/// What a connection that kept no request in flight for the header-read timeout is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LateHead {
+    /// Close now: an HTTP/1 connection, whose half-sent head a drain would wait for.
+    Close,
+    /// Drain (HTTP/2's GOAWAY, so that a request crossing it is not lost), then close if it
+    /// is still open after another header-read timeout: a connection hyper-util reads the
+    /// preface of, HTTP/2 or not yet known.
+    Drain,
+}
+
 /// One connection as its watchdog sees it.
 pub(crate) struct Watched {
     pub(crate) activity: Arc<Activity>,
     order: AtomicU8,
     waker: AtomicWaker,
-    /// Whether the header-read deadline is the watchdog's to keep (HTTP/1 connections
-    /// served without hyper's own timer).
-    heads_timed: bool,
-    /// Requests begun plus answers ended: odd while a request is in flight, even while the
-    /// connection awaits its next head. One counter, so that a request that came and went
-    /// between two looks is seen.
-    exchanges: AtomicU32,
+    late_head: LateHead,
+    /// Requests begun and answers ended: unequal while requests are in flight (HTTP/2
+    /// has many at once), equal while the connection awaits its next request. Counts, not
+    /// a flag, so that a request that came and went between two looks is seen.
+    begun: AtomicU32,
+    ended: AtomicU32,
 }
 
 impl Watched {
     /// A request's head has come in full: the header-read deadline stops until its answer
     /// ends ([`Watched::end`]).
     pub(crate) fn begin(&self) {
-        self.exchanges.fetch_add(1, Ordering::Relaxed);
+        self.begun.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The answer to the request in flight has gone out (or will not): the wait for the
-    /// next head begins.
+    /// The answer to a request in flight has gone out (or will not): with none left in
+    /// flight, the wait for the next head begins.
     pub(crate) fn end(&self) {
-        self.exchanges.fetch_add(1, Ordering::Relaxed);
+        self.ended.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The watchdog's order, with `cx`'s task to wake when it changes. Called on every
@@ -258,8 +287,8 @@ struct Entry {
     watched: Weak<Watched>,
     /// When it last moved a byte.
     quiet_since: Instant,
-    /// Its `exchanges` at the last look.
-    exchanges: u32,
+    /// Its requests begun and ended at the last look.
+    seen: (u32, u32),
     /// Since when it has awaited a request head, as far as the looks can tell: the first
     /// look to see it between requests. `None` while a request is in flight.
     awaiting_head_since: Option<Instant>,
@@ -303,10 +332,11 @@ impl Watchdog {
         (watchdog, tokio_util::task::AbortOnDropHandle::new(task))
     }
 
-    /// A new connection to watch; already draining if the loop is stopping. With
-    /// `heads_timed`, its header-read deadline is kept here: it awaits its first head from
-    /// now, and each [`Watched::begin`] and [`Watched::end`] says where it is since.
-    pub(crate) fn watch(&self, heads_timed: bool) -> Arc<Watched> {
+    /// A new connection to watch; already draining if the loop is stopping. It awaits its
+    /// first request from now, and each [`Watched::begin`] and [`Watched::end`] says where
+    /// it is since; `late_head` is what it is told when the wait passes the header-read
+    /// timeout.
+    pub(crate) fn watch(&self, late_head: LateHead) -> Arc<Watched> {
         let mut kennel = self.state.lock();
         let watched = Arc::new(Watched {
             activity: Arc::new(Activity::new()),
@@ -316,14 +346,15 @@ impl Watchdog {
                 Order::Serve as u8
             }),
             waker: AtomicWaker::new(),
-            heads_timed,
-            exchanges: AtomicU32::new(0),
+            late_head,
+            begun: AtomicU32::new(0),
+            ended: AtomicU32::new(0),
         });
         let now = Instant::now();
         kennel.watched.push(Entry {
             watched: Arc::downgrade(&watched),
             quiet_since: now,
-            exchanges: 0,
+            seen: (0, 0),
             awaiting_head_since: Some(now),
         });
         // A closed connection's entry holds its allocation until forgotten: with many short
@@ -351,31 +382,43 @@ impl Watchdog {
     }
 
     /// Closes the connections idle for the idle timeout at `now`, and those that awaited
-    /// a request head for the header-read timeout; forgets closed ones.
+    /// a request for the header-read timeout (drains them first, when they are to be
+    /// drained); forgets closed ones.
     fn look(&self, now: Instant) {
         let (idle, header_read) = (self.idle, self.header_read);
         self.state.lock().watched.retain_mut(|entry| {
             let Some(watched) = entry.watched.upgrade() else {
                 return false;
             };
-            let late_head = watched.heads_timed && {
-                let exchanges = watched.exchanges.load(Ordering::Relaxed);
-                let in_flight = exchanges % 2 == 1;
-                if exchanges != entry.exchanges || in_flight {
-                    // It moved on since the last look: the wait, if one began, is counted
-                    // from this look on (never more than one look's interval short).
-                    entry.exchanges = exchanges;
-                    entry.awaiting_head_since = (!in_flight).then_some(now);
-                    false
-                } else {
-                    let since = *entry.awaiting_head_since.get_or_insert(now);
-                    now.saturating_duration_since(since) >= header_read
-                }
+            let seen = (
+                watched.begun.load(Ordering::Relaxed),
+                watched.ended.load(Ordering::Relaxed),
+            );
+            let in_flight = seen.0 != seen.1;
+            let late_head = if seen != entry.seen || in_flight {
+                // It moved on since the last look: the wait, if one began, is counted from
+                // this look on (never more than one look's interval short).
+                entry.seen = seen;
+                entry.awaiting_head_since = (!in_flight).then_some(now);
+                false
+            } else {
+                let since = *entry.awaiting_head_since.get_or_insert(now);
+                now.saturating_duration_since(since) >= header_read
             };
             if watched.activity.take() {
                 entry.quiet_since = now;
             }
             let idle_too_long = now.saturating_duration_since(entry.quiet_since) >= idle;
+            if late_head
+                && !idle_too_long
+                && watched.late_head == LateHead::Drain
+                && watched.current() == Order::Serve
+            {
+                watched.give(Order::Drain);
+                // Closed if it is still here one more header-read timeout on.
+                entry.awaiting_head_since = Some(now);
+                return true;
+            }
             if late_head || idle_too_long {
                 watched.give(Order::Close);
                 return false;
@@ -412,9 +455,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_quiet_connection_is_closed_and_a_busy_one_kept() {
-        let (dog, _task, _stop_tx) = watchdog(HOUR, HOUR);
-        let quiet = dog.watch(false);
-        let busy = dog.watch(false);
+        // No request either has a day to come.
+        let (dog, _task, _stop_tx) = watchdog(HOUR, 24 * HOUR);
+        let quiet = dog.watch(LateHead::Close);
+        let busy = dog.watch(LateHead::Close);
         let start = Instant::now();
         dog.look(start + Duration::from_secs(1800));
         assert_eq!(order_of(&quiet), Order::Serve);
@@ -439,8 +483,8 @@ mod tests {
     #[tokio::test]
     async fn stopping_drains_every_connection_and_every_later_one() {
         let (dog, _task, stop_tx) = watchdog(HOUR, HOUR);
-        let open = dog.watch(false);
-        let gone = dog.watch(false);
+        let open = dog.watch(LateHead::Close);
+        let gone = dog.watch(LateHead::Close);
         drop(gone);
         stop_tx.send(true).unwrap();
         for _ in 0..100 {
@@ -455,7 +499,7 @@ mod tests {
             1,
             "the dropped one is forgotten"
         );
-        assert_eq!(order_of(&dog.watch(false)), Order::Drain);
+        assert_eq!(order_of(&dog.watch(LateHead::Close)), Order::Drain);
         // An idle close still comes after a drain began.
         dog.look(Instant::now() + Duration::from_secs(3601));
         assert_eq!(order_of(&open), Order::Close);
@@ -464,9 +508,9 @@ mod tests {
     #[tokio::test]
     async fn closed_connections_are_forgotten_between_looks() {
         let (dog, _task, _stop_tx) = watchdog(HOUR, HOUR);
-        let open: Vec<_> = (0..100).map(|_| dog.watch(false)).collect();
+        let open: Vec<_> = (0..100).map(|_| dog.watch(LateHead::Close)).collect();
         for _ in 0..10_000 {
-            drop(dog.watch(false));
+            drop(dog.watch(LateHead::Close));
         }
         let kept = dog.state.lock().watched.len();
         assert!(
@@ -481,7 +525,7 @@ mod tests {
     #[tokio::test]
     async fn an_order_wakes_the_connection() {
         let (dog, _task, _stop_tx) = watchdog(Duration::from_millis(50), HOUR);
-        let watched = dog.watch(false);
+        let watched = dog.watch(LateHead::Close);
         let closed = std::future::poll_fn(|cx| match watched.order(cx) {
             Order::Close => Poll::Ready(()),
             _ => Poll::Pending,
@@ -497,12 +541,17 @@ mod tests {
         let start = Instant::now();
         let at = |seconds: u64| start + Duration::from_secs(seconds);
         // A head trickling in a byte at a time is still not a head.
-        let trickling = dog.watch(true);
+        let trickling = dog.watch(LateHead::Close);
         // Its requests answered, it waits for the next; one is in flight for long.
-        let served = dog.watch(true);
-        let in_flight = dog.watch(true);
-        // Not HTTP/1 by hyper's reckoning (or h2): hyper keeps its deadline.
-        let untimed = dog.watch(false);
+        let served = dog.watch(LateHead::Close);
+        let in_flight = dog.watch(LateHead::Close);
+        // HTTP/2 (or not yet known): drained first, then closed.
+        let pinging = dog.watch(LateHead::Drain);
+        // Two HTTP/2 streams at once, one answered.
+        let streams = dog.watch(LateHead::Drain);
+        streams.begin();
+        streams.begin();
+        streams.end();
         served.begin();
         served.end();
         in_flight.begin();
@@ -514,6 +563,17 @@ mod tests {
         dog.look(at(61));
         assert_eq!(order_of(&trickling), Order::Close, "no head in a minute");
         assert_eq!(
+            order_of(&pinging),
+            Order::Drain,
+            "no request in a minute, whatever it sent"
+        );
+        assert_eq!(
+            order_of(&streams),
+            Order::Serve,
+            "one of its requests is still in flight"
+        );
+        pinging.activity.touch();
+        assert_eq!(
             order_of(&served),
             Order::Serve,
             "its wait began after its answer"
@@ -521,6 +581,7 @@ mod tests {
         served.begin();
         served.end();
         dog.look(at(100));
+        assert_eq!(order_of(&pinging), Order::Drain);
         dog.look(at(159));
         assert_eq!(
             order_of(&served),
@@ -540,8 +601,31 @@ mod tests {
         assert_eq!(order_of(&in_flight), Order::Serve);
         dog.look(at(260));
         assert_eq!(order_of(&in_flight), Order::Close);
-        untimed.activity.touch();
-        dog.look(at(300));
-        assert_eq!(order_of(&untimed), Order::Serve);
+        assert_eq!(
+            order_of(&pinging),
+            Order::Close,
+            "still open a minute after the drain"
+        );
+        streams.end();
+        dog.look(at(301));
+        dog.look(at(360));
+        assert_eq!(order_of(&streams), Order::Serve);
+        dog.look(at(361));
+        assert_eq!(order_of(&streams), Order::Drain);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_unanswered_ends_its_wait() {
+        let (dog, _task, _stop_tx) = watchdog(HOUR, Duration::from_secs(60));
+        let start = Instant::now();
+        let watched = dog.watch(LateHead::Drain);
+        let reset = InFlight::begin(watched.clone());
+        dog.look(start + Duration::from_secs(30));
+        dog.look(start + Duration::from_secs(120));
+        assert_eq!(order_of(&watched), Order::Serve, "in flight");
+        drop(reset);
+        dog.look(start + Duration::from_secs(121));
+        dog.look(start + Duration::from_secs(181));
+        assert_eq!(order_of(&watched), Order::Drain);
     }
 }

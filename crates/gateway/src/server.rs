@@ -13,7 +13,7 @@
 use crate::assertion::{AssertionKeyError, AssertionSigner};
 use crate::config::{Config, ConfigError, Limits, Timeouts};
 use crate::http1::{self, Rewind, Served};
-use crate::idle::{Ending, IdleIo, Order, Watchdog};
+use crate::idle::{Ending, IdleIo, InFlight, LateHead, Order, Watchdog};
 use crate::metrics::Metrics;
 use crate::proxy::Upstreams;
 use crate::routes::Snapshot;
@@ -759,7 +759,8 @@ impl Builders {
             .keep_alive(true);
         // No keep-alive pings: a connection's idleness is the idle timeout's to judge, and
         // the server's own pings (and their answers) would keep an unused connection, and
-        // its place under the connection limit, for ever.
+        // its place under the connection limit, for ever. hyper keeps no deadline for a
+        // connection with no stream open; its watchdog does (`LateHead::Drain`).
         auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
@@ -786,7 +787,10 @@ async fn serve_connection<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
-    let watched = watchdog.watch(protocol == Protocol::Http1);
+    let watched = watchdog.watch(match protocol {
+        Protocol::Http1 => LateHead::Close,
+        Protocol::Detect => LateHead::Drain,
+    });
     let io = IdleIo::new(io, watched.activity.clone());
     // Per connection, so that what each request clones is not shared with other threads.
     let state = Arc::new((shared.clone(), kind, conn, watched.clone()));
@@ -811,7 +815,7 @@ async fn serve_connection<IO>(
     let io = TokioIo::new(Rewind::new(io, read));
     let hyper_service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let state = state.clone();
-        state.3.begin();
+        let in_flight = InFlight::begin(state.3.clone());
         // Here, before hyper reads again, not in the future: see `headers::detach`.
         let request = if request.version() < http::Version::HTTP_2 {
             let (mut head, body) = request.into_parts();
@@ -821,7 +825,7 @@ async fn serve_connection<IO>(
             request
         };
         async move {
-            let (shared, kind, conn, watched) = &*state;
+            let (shared, kind, conn, _) = &*state;
             let request = request.map(Body::new);
             let response = match kind {
                 // Boxed: hyper keeps room for one request's future in every connection for
@@ -832,7 +836,7 @@ async fn serve_connection<IO>(
                 }
                 Listener::Admin => boxed_in_place(|| stack::admin(shared, request)).await,
             };
-            Ok::<_, Infallible>(response.map(|body| Ending::new(body, watched.clone())))
+            Ok::<_, Infallible>(response.map(|body| Ending::new(body, in_flight)))
         }
     });
     let connection = match protocol {

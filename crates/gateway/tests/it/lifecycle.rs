@@ -528,3 +528,132 @@ async fn protocol_is_told_from_first_bytes_sent_in_pieces() {
     assert!(answer.len() >= 9, "{answer:?}");
     assert_eq!(answer[3], 4, "{answer:?}");
 }
+
+/// Reads from `stream` until the gateway closes it; how long that took, or `None` if it
+/// stayed open for `within`.
+async fn closed_within(
+    stream: tokio::net::tcp::OwnedReadHalf,
+    within: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt as _;
+    let started = Instant::now();
+    let mut stream = stream;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test]
+async fn http2_connections_that_open_no_stream_are_closed_whatever_they_send() {
+    use tokio::io::AsyncWriteExt as _;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    const PING: &[u8] = &[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    let (_issuer, gw) = public_gateway_reading_heads_for_half_a_second().await;
+
+    // A client that keeps its connection busy with pings, never a request: below the idle
+    // timeout (300 s), past the header-read one.
+    let (read, mut write) = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .unwrap()
+        .into_split();
+    write.write_all(PREFACE).await.unwrap();
+    write.write_all(SETTINGS).await.unwrap();
+    let pinging = tokio::spawn(async move {
+        while write.write_all(PING).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let took = closed_within(read, Duration::from_secs(6)).await;
+    pinging.abort();
+    let took = took.expect("an HTTP/2 connection pinging without a request kept its place");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+
+    // One whose preface trickles in, a byte at a time.
+    let (read, mut write) = tokio::net::TcpStream::connect(gw.addr)
+        .await
+        .unwrap()
+        .into_split();
+    let trickling = tokio::spawn(async move {
+        for byte in PREFACE {
+            if write.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        std::future::pending::<()>().await;
+    });
+    let took = closed_within(read, Duration::from_secs(6)).await;
+    trickling.abort();
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(3)),
+        "a trickled preface kept its connection: {took:?}"
+    );
+
+    // A request in flight is not cut: an HTTP/2 client waiting longer than the header-read
+    // timeout for its answer gets it, and its connection serves the next.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let r = h2.get(gw.url("/_slow?ms=1200")).send().await.unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.version()),
+            (200, reqwest::Version::HTTP_2)
+        );
+    }
+}
+
+#[tokio::test]
+async fn tls_connections_that_say_nothing_are_closed_at_the_header_read_timeout() {
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = temp_dir();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let gw = gateway(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[timeouts]\nheader_read_seconds = 0.5\n{}",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display(),
+        checked_route(&issuer, up, &["allUsers"])
+    ))
+    .await;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    for alpn in [&[b"h2".to_vec()][..], &[]] {
+        let mut config = tokio_rustls::rustls::ClientConfig::builder()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.to_vec();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(
+            Duration::from_secs(6),
+            tokio::io::AsyncReadExt::read(&mut tls, &mut buf),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "ALPN {alpn:?}: a silent TLS connection stayed open"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "ALPN {alpn:?}: {:?}",
+            started.elapsed()
+        );
+    }
+}
