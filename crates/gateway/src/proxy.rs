@@ -345,8 +345,9 @@ pub(crate) async fn forward(
         // The tunnel is the client's connection going on: it keeps its place under the
         // connection limit, and closes as an idle connection does.
         let slot = conn.take_slot();
+        let tasks = slot.as_ref().map(crate::server::Slot::tasks);
         let idle = shared.timeouts.idle;
-        tokio::spawn(async move {
+        let tunnel = async move {
             // A tunnel is one request in flight for as long as it is open.
             let _permit = permit;
             let _slot = slot;
@@ -371,7 +372,11 @@ pub(crate) async fn forward(
                     tracing::debug!(route = %route_name, %error, "upgrade did not complete");
                 }
             }
-        });
+        };
+        match tasks {
+            Some(tasks) => drop(tasks.spawn(tunnel)),
+            None => drop(tokio::spawn(tunnel)),
+        }
         let (parts, _) = response.into_parts();
         return Response::from_parts(parts, Body::empty());
     }

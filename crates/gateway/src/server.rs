@@ -627,11 +627,13 @@ async fn accept_loop(
         let tls = tls.clone();
         let kind = kind.clone();
         let served_by = seat.as_ref().map(|s| (s.balance.clone(), s.index));
+        let tasks = connections_open.clone();
         connections_open.spawn(async move {
             shared.metrics.connection_opened();
             let slot = Slot {
                 shared: shared.clone(),
                 served_by,
+                tasks,
                 _permit: permit,
             };
             match tls {
@@ -700,7 +702,18 @@ async fn accept_loop(
 pub(crate) struct Slot {
     shared: Arc<Shared>,
     served_by: Option<(Arc<Balance>, usize)>,
+    /// The accept loop's connection tasks, which a drain waits for.
+    tasks: TaskTracker,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    /// Where the tunnel a connection becomes runs (hyper's own task for the connection ends
+    /// once the upgrade is handed out): among the accept loop's connections, so that a
+    /// drain waits for it as for any request in flight, up to the grace period.
+    pub(crate) fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
 }
 
 impl Drop for Slot {

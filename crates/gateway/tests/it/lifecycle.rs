@@ -657,3 +657,55 @@ async fn tls_connections_that_say_nothing_are_closed_at_the_header_read_timeout(
         );
     }
 }
+
+#[tokio::test]
+async fn websocket_tunnels_are_drained_on_shutdown() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let issuer = Issuer::start().await;
+    let ws_up = websocket_upstream().await;
+    let open = |gw: &Running| {
+        let url = format!("ws://{}/socket", gw.addr);
+        async move { tokio_tungstenite::connect_async(url).await.unwrap().0 }
+    };
+    let toml = format!(
+        "[timeouts]\nshutdown_grace_seconds = 2\n{}",
+        checked_route(&issuer, ws_up, &["allUsers"])
+    );
+
+    let gw = gateway(&toml).await;
+    let mut ws = open(&gw).await;
+    gw.handle.shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err());
+    // The tunnel goes on while the gateway drains...
+    ws.send(Message::text("still here")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the tunnel was cut at shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "still here");
+    assert!(
+        !gw.task.is_finished(),
+        "the drain did not wait for the tunnel"
+    );
+    // ...and the drain ends when it closes.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    tokio::time::timeout(Duration::from_secs(1), gw.task)
+        .await
+        .expect("the drain went on after the tunnel closed")
+        .unwrap();
+
+    // One left open is cut at the grace period's end.
+    let gw = gateway(&toml).await;
+    let _ws = open(&gw).await;
+    let started = Instant::now();
+    gw.handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), gw.task)
+        .await
+        .expect("the drain outlived its grace period")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+}
