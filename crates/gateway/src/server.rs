@@ -279,12 +279,15 @@ impl Gateway {
         }
         let connections = Arc::new(Semaphore::new(shared.limits.max_connections));
         if let Some(admin) = admin {
+            // Limits of its own: health checks and metrics answer when the main listener is
+            // full, the time they are needed most, and take none of its places.
+            let admin_connections = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
             tokio::spawn(accept_loop(
                 admin,
                 None,
                 Listener::Admin,
                 shared.clone(),
-                connections.clone(),
+                admin_connections,
                 None,
                 shutdown_tx.subscribe(),
             ));
@@ -344,6 +347,10 @@ impl Gateway {
         }
     }
 }
+
+/// The most connections the admin listener holds at once: probes and scrapers, not
+/// clients.
+const ADMIN_CONNECTIONS: usize = 64;
 
 /// Tells the workers to stop now, when [`Gateway::run`]'s future is dropped unfinished.
 struct AbortOnDrop(watch::Sender<bool>);

@@ -709,3 +709,52 @@ async fn websocket_tunnels_are_drained_on_shutdown() {
         .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1500));
 }
+
+#[tokio::test]
+async fn the_admin_listener_answers_when_the_main_one_is_full() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let issuer = Issuer::start().await;
+    let up = echo_upstream().await;
+    let dir = temp_dir();
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[limits]\nmax_connections = 1\n{}",
+            checked_route(&issuer, up, &["allUsers"])
+        ),
+    )
+    .unwrap();
+    let config = gatehouse_gateway::Config::from_file(&path).unwrap();
+    let gw = gatehouse_gateway::Gateway::bind(config, Some(path))
+        .await
+        .unwrap();
+    let main = gw.local_addr().unwrap();
+    let admin = gw.admin_addr().unwrap();
+    tokio::spawn(gw.run(std::future::pending()));
+    // The main listener's one place taken by a kept-alive connection (answered: taken).
+    let mut held = tokio::net::TcpStream::connect(main).await.unwrap();
+    held.write_all(b"GET /_gatehouse/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"ok\n") {
+        let n = tokio::time::timeout(Duration::from_secs(2), held.read(&mut buf))
+            .await
+            .expect("the main listener's one place was taken by the admin listener")
+            .unwrap();
+        assert!(n > 0);
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let r = tokio::time::timeout(
+        Duration::from_secs(2),
+        client()
+            .get(format!("http://{admin}/_gatehouse/healthz"))
+            .send(),
+    )
+    .await
+    .expect("the admin listener waited for a place on the main one")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+}
