@@ -121,9 +121,13 @@ pub(crate) async fn forward(
     }
     let route = &ctx.route;
     let tls_upstream = route.config.upstream.scheme() == Some(&Scheme::HTTPS);
+    let upgrade = ctx.hop.websocket;
     // hyper-util's pooled clients (h2c, TLS) take an absolute URL; the worker's pool the
-    // target alone.
-    let pooled_by_hyper_util = tls_upstream || route.config.upstream_h2c;
+    // target alone. A WebSocket handshake to an h2c upstream goes as HTTP/1.1 on a
+    // connection of its own (hyper's HTTP/2 client drops `Upgrade`, and RFC 8441's
+    // extended CONNECT is not spoken here); a prior-knowledge h2c server speaks HTTP/1.1
+    // too.
+    let pooled_by_hyper_util = tls_upstream || (route.config.upstream_h2c && !upgrade);
     let uri = match upstream_target(&route.config.upstream, request.uri()).and_then(|target| {
         if pooled_by_hyper_util {
             absolute(&route.config.upstream, target)
@@ -139,7 +143,6 @@ pub(crate) async fn forward(
     };
     // The request's hop-by-hop headers are gone already (`headers::take_hop_by_hop`);
     // what they asked for is in `ctx.hop`.
-    let upgrade = ctx.hop.websocket;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     if request.version() == Version::HTTP_2 {
         headers::join_cookies(request.headers_mut());
@@ -201,7 +204,7 @@ pub(crate) async fn forward(
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = parts.headers;
     *outgoing.version_mut() = Version::HTTP_11;
-    if route.config.upstream_h2c {
+    if route.config.upstream_h2c && !upgrade {
         *outgoing.version_mut() = Version::HTTP_2;
         outgoing.headers_mut().remove(header::HOST);
     }

@@ -559,3 +559,21 @@ async fn pipelined_requests_are_answered_in_order_across_the_hand_over() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_websocket_to_an_h2c_route_goes_upstream_as_http1() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_up = websocket_upstream().await;
+    let gw = gateway(&format!(
+        "[[route]]\nupstream = \"http://{ws_up}\"\nupstream_h2c = true\nallow = [\"allUsers\"]\n"
+    ))
+    .await;
+    let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{}/socket", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    ws.send(Message::text("over h2c's route")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "over h2c's route");
+}
