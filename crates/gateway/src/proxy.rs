@@ -450,13 +450,22 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text.truncate(300);
+    // At a character's boundary: an error may quote a name or a value past ASCII.
+    let end = crate::stack::truncated(&text, 300).len();
+    text.truncate(end);
     text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_texts_are_cut_short_between_characters() {
+        let error = std::io::Error::other(format!("{}é and more", "x".repeat(299)));
+        let text = error_chain(&error);
+        assert_eq!(text, "x".repeat(299));
+    }
 
     #[test]
     fn upstream_uri_joins_base_path_and_query() {

@@ -369,7 +369,7 @@ impl TraceId {
 }
 
 /// At most `max` bytes of `s`, cut on a character boundary.
-fn truncated(s: &str, max: usize) -> &str {
+pub(crate) fn truncated(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
