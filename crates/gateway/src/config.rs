@@ -562,6 +562,15 @@ impl Config {
                 "the policy grants group:{group}, which [groups] does not define: it matches no one"
             );
         }
+        for (route, upstream) in waits_past_idle(&routes, &timeouts) {
+            tracing::warn!(
+                route,
+                upstream_seconds = upstream.as_secs_f64(),
+                idle_seconds = timeouts.idle.as_secs_f64(),
+                "the upstream timeout is longer than the idle timeout: a client waiting that long \
+                 for an answer is closed at the idle timeout, with no 504; raise idle_seconds"
+            );
+        }
         let watch = raw.watch_seconds.unwrap_or(DEFAULT_WATCH_SECONDS);
         let tls = raw.tls.map(|t| TlsConfig {
             cert: base.join(t.cert),
@@ -983,6 +992,26 @@ fn compile_route(
 const MAX_CONCURRENCY: usize = 1000;
 
 /// (route, group) for every `group:` the routes' invoker bindings name that `groups` lacks.
+/// The routes whose upstream timeout is longer than the idle timeout, and that timeout. No
+/// byte moves on a client's connection while its request waits for the upstream's answer
+/// head, so the idle timeout closes it first. Allowed (an upload that keeps bytes moving
+/// may take longer than the idle timeout), but said.
+pub fn waits_past_idle<'a>(
+    routes: &'a [RouteConfig],
+    timeouts: &Timeouts,
+) -> Vec<(&'a str, Duration)> {
+    routes
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.upstream_timeout.unwrap_or(timeouts.upstream),
+            )
+        })
+        .filter(|(_, upstream)| *upstream > timeouts.idle)
+        .collect()
+}
+
 pub fn undefined_groups<'a>(routes: &'a [RouteConfig], groups: &Groups) -> Vec<(&'a str, &'a str)> {
     let mut missing = Vec::new();
     for route in routes {

@@ -166,6 +166,12 @@ fn a_routes_upstream_timeout_overrides_the_global_one_and_is_checked() {
         Some(Duration::from_secs(3600))
     );
     assert_eq!(c.routes[1].upstream_timeout, None);
+    // The first waits past the idle timeout (300 s by default): said at load.
+    let name = c.routes[0].name.as_str();
+    assert_eq!(
+        waits_past_idle(&c.routes, &c.timeouts),
+        vec![(name, Duration::from_secs(3600))]
+    );
     for bad in ["0", "-1", "nan", "inf"] {
         let e = err(&format!(
             "[[route]]\nallow = [\"allUsers\"]\nupstream = \"http://x\"\nupstream_seconds = {bad}\n"
