@@ -42,35 +42,42 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     ))
     .await;
     let token = issuer.token("alice@example.com");
-    // Checked route with a valid token: exactly one value each, the gateway's.
-    let seen = send(spoof(client().get(gw.url("/")).bearer_auth(&token))).await;
-    assert_eq!(seen.status, 200);
-    let up_h = upstream_headers(&seen);
-    assert_eq!(
-        up_h.all("x-goog-authenticated-user-email"),
-        ["accounts.google.com:alice@example.com"]
-    );
-    assert_eq!(up_h.all("x-goog-authenticated-user-id").len(), 1);
-    assert_eq!(up_h.all("x-goog-iap-jwt-assertion").len(), 1);
-    assert_ne!(up_h.header("x-goog-iap-jwt-assertion"), Some(SPOOFED[4].1));
-    for name in [
-        "x-goog-authenticated-user-anything",
-        "x-forwarded-user",
-        "x-forwarded-email",
-        "x-forwarded-groups",
-        "x-gatehouse-identity",
-    ] {
-        assert!(up_h.header(name).is_none(), "{name} reached the upstream");
-    }
-    // Public route without a token: none of them, and none of the gateway's either.
-    let seen = send(spoof(client().get(gw.url("/public/x")))).await;
-    assert_eq!(seen.status, 200);
-    let up_h = upstream_headers(&seen);
-    for (name, _) in SPOOFED {
-        assert!(
-            up_h.header(&name.to_ascii_lowercase()).is_none(),
-            "{name} reached the upstream"
+    // Over HTTP/1.1 (the gateway's own loop) and HTTP/2 (hyper), alike.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for c in [client(), h2] {
+        // Checked route with a valid token: exactly one value each, the gateway's.
+        let seen = send(spoof(c.get(gw.url("/")).bearer_auth(&token))).await;
+        assert_eq!(seen.status, 200);
+        let up_h = upstream_headers(&seen);
+        assert_eq!(
+            up_h.all("x-goog-authenticated-user-email"),
+            ["accounts.google.com:alice@example.com"]
         );
+        assert_eq!(up_h.all("x-goog-authenticated-user-id").len(), 1);
+        assert_eq!(up_h.all("x-goog-iap-jwt-assertion").len(), 1);
+        assert_ne!(up_h.header("x-goog-iap-jwt-assertion"), Some(SPOOFED[4].1));
+        for name in [
+            "x-goog-authenticated-user-anything",
+            "x-forwarded-user",
+            "x-forwarded-email",
+            "x-forwarded-groups",
+            "x-gatehouse-identity",
+        ] {
+            assert!(up_h.header(name).is_none(), "{name} reached the upstream");
+        }
+        // Public route without a token: none of them, and none of the gateway's either.
+        let seen = send(spoof(c.get(gw.url("/public/x")))).await;
+        assert_eq!(seen.status, 200);
+        let up_h = upstream_headers(&seen);
+        for (name, _) in SPOOFED {
+            assert!(
+                up_h.header(&name.to_ascii_lowercase()).is_none(),
+                "{name} reached the upstream"
+            );
+        }
     }
 }
 
