@@ -101,4 +101,22 @@ ALTER TABLE idp_access_tokens ADD COLUMN code_hash TEXT;",
         postgres: "ALTER TABLE idp_refresh_tokens ADD COLUMN IF NOT EXISTS code_hash TEXT;
 ALTER TABLE idp_access_tokens ADD COLUMN IF NOT EXISTS code_hash TEXT;",
     },
+    Migration {
+        version: 3,
+        description: "tokens name their grant: refresh-minted access tokens join it too",
+        // A grant is one code exchange, named by the code's hash (what migration 2 stored),
+        // and holds the refresh token and every access token minted from the code or by
+        // that refresh token: revoking any of them revokes it all. A refresh token from
+        // before migration 2 knows no code and is a grant of its own.
+        sqlite: "ALTER TABLE idp_refresh_tokens RENAME COLUMN code_hash TO grant_hash;
+ALTER TABLE idp_access_tokens RENAME COLUMN code_hash TO grant_hash;
+UPDATE idp_refresh_tokens SET grant_hash = token_hash WHERE grant_hash IS NULL AND kind = 'google';
+CREATE INDEX idp_refresh_tokens_grant ON idp_refresh_tokens (grant_hash);
+CREATE INDEX idp_access_tokens_grant ON idp_access_tokens (grant_hash);",
+        postgres: "ALTER TABLE idp_refresh_tokens RENAME COLUMN code_hash TO grant_hash;
+ALTER TABLE idp_access_tokens RENAME COLUMN code_hash TO grant_hash;
+UPDATE idp_refresh_tokens SET grant_hash = token_hash WHERE grant_hash IS NULL AND kind = 'google';
+CREATE INDEX idp_refresh_tokens_grant ON idp_refresh_tokens (grant_hash);
+CREATE INDEX idp_access_tokens_grant ON idp_access_tokens (grant_hash);",
+    },
 ];

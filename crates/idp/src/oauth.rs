@@ -486,18 +486,20 @@ impl Subject {
     }
 }
 
-/// A new opaque access token, and the statement that records it.
+/// A new opaque access token, and the statement that records it. `grant` names the code
+/// exchange it descends from (see [`revoke`]); tokens minted outside one have none.
 pub fn new_access_token(
     subject_kind: Subject,
     subject: &str,
     client_id: &str,
     scope: &str,
     expires_at: i64,
+    grant: Option<&str>,
 ) -> (String, Statement) {
     let token = format!("ya29.{}", random_token(48));
     let stmt = Statement::new(
-        "INSERT INTO idp_access_tokens (token_hash, subject_kind, subject, client_id, scope, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO idp_access_tokens (token_hash, subject_kind, subject, client_id, scope, expires_at, grant_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         vec![
             secret_hash(&token).into(),
             subject_kind.as_str().into(),
@@ -505,6 +507,7 @@ pub fn new_access_token(
             client_id.into(),
             scope.into(),
             expires_at.into(),
+            grant.into(),
         ],
     );
     (token, stmt)
@@ -935,6 +938,7 @@ pub async fn complete(
             &req.client_id,
             &req.scope,
             now + lifetime,
+            None,
         );
         statements.push(stmt);
         out.push(("access_token", token.clone()));
@@ -1155,12 +1159,14 @@ async fn exchange_code(
         return Err(OAuthError::new("invalid_grant", "Account has been deleted"));
     };
     let lifetime = state.config().token_lifetime;
+    // The code's hash names the grant this exchange starts.
     let (access, access_stmt) = new_access_token(
         Subject::User,
         &sub,
         &client.client_id,
         &scope,
         now + lifetime,
+        Some(&hash),
     );
     let refresh = format!("1//{}", random_token(48));
     let statements = [
@@ -1172,11 +1178,7 @@ async fn exchange_code(
         ),
         access_stmt,
         Statement::new(
-            "UPDATE idp_access_tokens SET code_hash = $1 WHERE token_hash = $2",
-            vec![hash.clone().into(), secret_hash(&access).into()],
-        ),
-        Statement::new(
-            "INSERT INTO idp_refresh_tokens (token_hash, kind, audience, subject, scope, auth_time, created_at, code_hash)
+            "INSERT INTO idp_refresh_tokens (token_hash, kind, audience, subject, scope, auth_time, created_at, grant_hash)
              VALUES ($1, 'google', $2, $3, $4, $5, $6, $7)",
             vec![
                 secret_hash(&refresh).into(),
@@ -1227,25 +1229,11 @@ async fn exchange_code(
     Ok(body)
 }
 
-/// A code used twice was stolen (or leaked) somewhere: the tokens its first use issued are
-/// revoked, as RFC 6749 4.1.2 and the OAuth security BCP ask, so that whoever holds them,
-/// the client or the thief, must sign in again.
+/// A code used twice was stolen (or leaked) somewhere: the tokens its first use issued,
+/// and those its refresh token minted since, are revoked, as RFC 6749 4.1.2 and the OAuth
+/// security BCP ask, so that whoever holds them, the client or the thief, must sign in again.
 async fn revoke_issued_for_code(state: &IdpState, code_hash: &str) -> Result<(), OAuthError> {
-    let statements = [
-        Statement::new(
-            "UPDATE idp_refresh_tokens SET revoked = 1 WHERE code_hash = $1",
-            vec![code_hash.into()],
-        ),
-        Statement::new(
-            "DELETE FROM idp_access_tokens WHERE code_hash = $1",
-            vec![code_hash.into()],
-        ),
-    ];
-    state
-        .store()
-        .transaction(&statements, false)
-        .await
-        .map_err(IdpError::from)?;
+    revoke_grant(state, code_hash).await?;
     tracing::warn!(
         severity = "WARNING",
         "an authorization code was used twice; the tokens it issued are revoked"
@@ -1264,7 +1252,7 @@ async fn refresh(
     let row = state
         .store()
         .fetch_optional(
-            "SELECT audience, subject, scope, revoked FROM idp_refresh_tokens WHERE token_hash = $1 AND kind = 'google'",
+            "SELECT audience, subject, scope, revoked, grant_hash FROM idp_refresh_tokens WHERE token_hash = $1 AND kind = 'google'",
             &[secret_hash(token).into()],
         )
         .await
@@ -1281,6 +1269,7 @@ async fn refresh(
             "Token has been expired or revoked.",
         ));
     }
+    let grant = row.opt_text(4).map_err(IdpError::from)?;
     // A public client (no secret) refreshes with its id alone; any other sends its secret.
     let client = authenticate_client(state, client_id, secret).await?;
     if client.client_id != audience {
@@ -1290,7 +1279,14 @@ async fn refresh(
         return Err(OAuthError::new("invalid_grant", "Account has been deleted"));
     };
     let lifetime = state.config().token_lifetime;
-    let (access, stmt) = new_access_token(Subject::User, &sub, &audience, &scope, now + lifetime);
+    let (access, stmt) = new_access_token(
+        Subject::User,
+        &sub,
+        &audience,
+        &scope,
+        now + lifetime,
+        grant.as_deref(),
+    );
     let mut body = json!({
         "access_token": access,
         "expires_in": lifetime - 1,
@@ -1347,28 +1343,65 @@ pub fn discovery(base: &str) -> Json {
     })
 }
 
-/// Revokes a refresh token or access token (`/revoke?token=`). Unknown tokens: `invalid_token`.
+/// Revokes a refresh token or access token (`/revoke?token=`), and with it the rest of its
+/// grant, as Google: "If the token is an access token and it has a corresponding refresh
+/// token, the refresh token will also be revoked", and the access tokens of a revoked
+/// refresh token stop working. Unknown tokens: `invalid_token`.
 pub async fn revoke(state: &IdpState, token: &str) -> Result<(), OAuthError> {
     let hash = secret_hash(token);
-    let a = state
+    let row = state
         .store()
-        .execute(
-            "UPDATE idp_refresh_tokens SET revoked = 1 WHERE token_hash = $1",
+        .fetch_optional(
+            "SELECT grant_hash FROM idp_refresh_tokens WHERE token_hash = $1
+             UNION ALL SELECT grant_hash FROM idp_access_tokens WHERE token_hash = $1",
             &[hash.clone().into()],
         )
         .await
         .map_err(IdpError::from)?;
-    let b = state
+    let Some(row) = row else {
+        return Err(OAuthError::new("invalid_token", "Token expired or revoked"));
+    };
+    match row.opt_text(0).map_err(IdpError::from)? {
+        Some(grant) => revoke_grant(state, &grant).await,
+        // A token outside any grant (implicit flow, service account, Firebase session).
+        None => {
+            let statements = [
+                Statement::new(
+                    "UPDATE idp_refresh_tokens SET revoked = 1 WHERE token_hash = $1",
+                    vec![hash.clone().into()],
+                ),
+                Statement::new(
+                    "DELETE FROM idp_access_tokens WHERE token_hash = $1",
+                    vec![Value::Text(hash)],
+                ),
+            ];
+            state
+                .store()
+                .transaction(&statements, false)
+                .await
+                .map_err(IdpError::from)?;
+            Ok(())
+        }
+    }
+}
+
+/// Revokes the grant's refresh token and deletes its access tokens, together.
+async fn revoke_grant(state: &IdpState, grant: &str) -> Result<(), OAuthError> {
+    let statements = [
+        Statement::new(
+            "UPDATE idp_refresh_tokens SET revoked = 1 WHERE grant_hash = $1",
+            vec![grant.into()],
+        ),
+        Statement::new(
+            "DELETE FROM idp_access_tokens WHERE grant_hash = $1",
+            vec![grant.into()],
+        ),
+    ];
+    state
         .store()
-        .execute(
-            "DELETE FROM idp_access_tokens WHERE token_hash = $1",
-            &[Value::Text(hash)],
-        )
+        .transaction(&statements, false)
         .await
         .map_err(IdpError::from)?;
-    if a + b == 0 {
-        return Err(OAuthError::new("invalid_token", "Token expired or revoked"));
-    }
     Ok(())
 }
 

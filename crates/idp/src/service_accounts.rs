@@ -268,6 +268,7 @@ pub async fn exchange_assertion(
                 &sa.unique_id,
                 scope,
                 now + lifetime,
+                None,
             );
             state
                 .store()
@@ -348,6 +349,7 @@ pub async fn cached_access_token(
         &sa.unique_id,
         scopes,
         now + lifetime,
+        None,
     );
     state.store().transaction(&[stmt], false).await?;
     state

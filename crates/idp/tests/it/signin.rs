@@ -356,6 +356,7 @@ async fn code_flow_with_pkce_refresh_and_replay() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["id_token"].is_string());
+    let refreshed = r.json()["access_token"].as_str().unwrap().to_owned();
     let r = h
         .post_form(
             "/token",
@@ -420,13 +421,88 @@ async fn code_flow_with_pkce_refresh_and_replay() {
         )
         .await;
     assert_eq!(r.json()["error"], "invalid_grant", "{}", r.text());
+    // Access tokens minted by refresh came from that code too.
+    for access in [t["access_token"].as_str().unwrap(), refreshed.as_str()] {
+        let r = h
+            .post_form("/oauth2/v3/tokeninfo", &[("access_token", access)])
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+}
+
+/// A code exchange for alice at the default client: (access, refresh) tokens.
+async fn alices_grant(h: &Harness) -> (String, String) {
+    let code = alices_code(h, CLIENT, CB).await;
     let r = h
         .post_form(
-            "/oauth2/v3/tokeninfo",
-            &[("access_token", t["access_token"].as_str().unwrap())],
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CB),
+                ("client_id", CLIENT),
+            ],
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = r.json();
+    (
+        t["access_token"].as_str().unwrap().to_owned(),
+        t["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+pub(crate) async fn refresh_with(h: &Harness, refresh: &str) -> Reply {
+    h.post_form(
+        "/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("client_id", CLIENT),
+        ],
+    )
+    .await
+}
+
+async fn access_token_is_live(h: &Harness, access: &str) -> bool {
+    let r = h
+        .post_form("/oauth2/v3/tokeninfo", &[("access_token", access)])
+        .await;
+    r.status == 200
+}
+
+#[tokio::test]
+async fn revoking_either_token_of_a_grant_revokes_the_whole_grant() {
+    let h = harness().await;
+    // Google: "If the token is an access token and it has a corresponding refresh token, the
+    // refresh token will also be revoked." A client's "disconnect" revokes its access token.
+    let (access, refresh) = alices_grant(&h).await;
+    let r = refresh_with(&h, &refresh).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let refreshed = r.json()["access_token"].as_str().unwrap().to_owned();
+    let r = h.post_form("/revoke", &[("token", &access)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = refresh_with(&h, &refresh).await;
+    assert_eq!(r.json()["error"], "invalid_grant", "{}", r.text());
+    assert!(!access_token_is_live(&h, &refreshed).await);
+    // Revoking the refresh token ends the access tokens it and its code issued.
+    let (access, refresh) = alices_grant(&h).await;
+    let r = refresh_with(&h, &refresh).await;
+    let refreshed = r.json()["access_token"].as_str().unwrap().to_owned();
+    let r = h.post_form("/revoke", &[("token", &refresh)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!access_token_is_live(&h, &access).await);
+    assert!(!access_token_is_live(&h, &refreshed).await);
+    // Another grant of the same user and client is untouched.
+    let (access, refresh) = alices_grant(&h).await;
+    let (other_access, _) = alices_grant(&h).await;
+    let r = h.post_form("/revoke", &[("token", &access)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(access_token_is_live(&h, &other_access).await);
+    assert_eq!(
+        refresh_with(&h, &refresh).await.json()["error"],
+        "invalid_grant"
+    );
 }
 
 #[tokio::test]
@@ -589,6 +665,29 @@ async fn http_basic_client_credentials_with_and_without_a_secret() {
     let r = token_with_basic(&h, "other.apps.googleusercontent.com", "", &mismatch).await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.json()["error"], "invalid_client");
+
+    // A confidential client: its secret by Basic works, an empty one is a missing one.
+    let web = "web-1.apps.googleusercontent.com";
+    let web_cb = "https://app.example/cb";
+    let r = h
+        .post_json(
+            "/emulator/v1/clients",
+            &json!({"clientId": web, "clientSecret": "s3cret", "redirectUris": [web_cb]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let code = alices_code(&h, web, web_cb).await;
+    let exchange = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", web_cb),
+    ];
+    let r = token_with_basic(&h, web, "", &exchange).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error_description"], "client_secret is missing.");
+    let r = token_with_basic(&h, web, "s3cret", &exchange).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
 
 #[tokio::test]
 async fn test_user_token_api() {

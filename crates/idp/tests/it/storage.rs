@@ -155,3 +155,99 @@ async fn two_emulators_on_one_postgres_agree() {
     a_store.close().await;
     b_store.close().await;
 }
+
+/// Stored as the emulator stores bearer secrets: base64url(SHA-256).
+fn secret_hash(secret: &str) -> String {
+    use base64::Engine as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// A database written before grants were recorded (schema version 2) keeps its tokens
+/// working after the upgrade, and they join grants: a refresh token from before migration 2
+/// (no code recorded) is a grant of its own; one from after it keeps its code's grant.
+async fn tokens_from_before_grants_keep_working(store: Store) {
+    use gatehouse_idp::db;
+    store
+        .migrate(db::COMPONENT, &db::MIGRATIONS[..2])
+        .await
+        .unwrap();
+    let now = T0 as i64;
+    let client = crate::signin::CLIENT;
+    let refresh_insert = "INSERT INTO idp_refresh_tokens (token_hash, kind, audience, subject, scope, auth_time, created_at, code_hash)
+         VALUES ($1, 'google', $2, 'to-be-set', 'openid email', $3, $3, $4)";
+    let legacy = "1//legacy-refresh-token";
+    let coded = "1//coded-refresh-token";
+    let code_access = "ya29.coded-access-token";
+    for (token, code) in [(legacy, None), (coded, Some("code-hash"))] {
+        store
+            .execute(
+                refresh_insert,
+                &[
+                    secret_hash(token).into(),
+                    client.into(),
+                    now.into(),
+                    code.into(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .execute(
+            "INSERT INTO idp_access_tokens (token_hash, subject_kind, subject, client_id, scope, expires_at, code_hash)
+             VALUES ($1, 'user', 'to-be-set', $2, 'openid email', $3, 'code-hash')",
+            &[
+                secret_hash(code_access).into(),
+                client.into(),
+                (now + 3600).into(),
+            ],
+        )
+        .await
+        .unwrap();
+    let h = harness_on(config(), store.clone(), FixedClock::at(T0)).await;
+    // Alice exists once the emulator has started; the rows are hers.
+    for table in ["idp_refresh_tokens", "idp_access_tokens"] {
+        store
+            .execute(
+                &format!(
+                    "UPDATE {table} SET subject = (SELECT sub FROM idp_accounts WHERE email = 'alice@example.com') WHERE subject = 'to-be-set'"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+    let refresh = |token| crate::signin::refresh_with(&h, token);
+    let r = refresh(legacy).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        h.post_form("/revoke", &[("token", &access)]).await.status,
+        200
+    );
+    assert_eq!(refresh(legacy).await.json()["error"], "invalid_grant");
+    // The token minted under schema 2 still names its code's grant.
+    assert_eq!(refresh(coded).await.status, 200);
+    assert_eq!(
+        h.post_form("/revoke", &[("token", code_access)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(refresh(coded).await.json()["error"], "invalid_grant");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn tokens_from_before_grants_keep_working_sqlite() {
+    tokens_from_before_grants_keep_working(Store::open_sqlite_memory().await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn tokens_from_before_grants_keep_working_postgres() {
+    let Some(db) = gatehouse_testkit::postgres("idp_grant_migration").await else {
+        return;
+    };
+    tokens_from_before_grants_keep_working(Store::open_url(&db.url).await.unwrap()).await;
+}
