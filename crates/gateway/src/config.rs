@@ -991,7 +991,6 @@ fn compile_route(
 /// Cloud Run's largest per-instance concurrency.
 const MAX_CONCURRENCY: usize = 1000;
 
-/// (route, group) for every `group:` the routes' invoker bindings name that `groups` lacks.
 /// The routes whose upstream timeout is longer than the idle timeout, and that timeout. No
 /// byte moves on a client's connection while its request waits for the upstream's answer
 /// head, so the idle timeout closes it first. Allowed (an upload that keeps bytes moving
@@ -1012,6 +1011,7 @@ pub fn waits_past_idle<'a>(
         .collect()
 }
 
+/// (route, group) for every `group:` the routes' invoker bindings name that `groups` lacks.
 pub fn undefined_groups<'a>(routes: &'a [RouteConfig], groups: &Groups) -> Vec<(&'a str, &'a str)> {
     let mut missing = Vec::new();
     for route in routes {
