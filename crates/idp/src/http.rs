@@ -114,6 +114,10 @@ pub fn app(state: IdpState) -> Router {
             post(create_sa_key),
         )
         .route(
+            "/v1/projects/{project}/serviceAccounts/{email}/keys/{key_id}",
+            axum::routing::delete(delete_sa_key),
+        )
+        .route(
             "/emulator/v1/clients",
             get(list_clients).post(register_client),
         )
@@ -778,22 +782,39 @@ fn google_api_error(status: StatusCode, message: &str, reason: &str) -> Response
     )
 }
 
+fn key_api_error(e: &KeyApiError) -> Response {
+    let (status, reason) = match e {
+        KeyApiError::BadEmail => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
+        KeyApiError::TooManyKeys => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED"),
+        KeyApiError::NoSuchKey => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+    };
+    google_api_error(status, &e.to_string(), reason)
+}
+
 async fn create_sa_key(
     State(state): State<IdpState>,
     Path((_project, email)): Path<(String, String)>,
 ) -> Response {
     match service_accounts::create_key(&state, &email, state.now()).await {
         Ok(Ok(body)) => no_store(json_response(StatusCode::OK, &body)),
-        Ok(Err(e @ KeyApiError::BadEmail)) => {
-            google_api_error(StatusCode::BAD_REQUEST, &e.to_string(), "INVALID_ARGUMENT")
-        }
-        Ok(Err(e @ KeyApiError::TooManyKeys)) => google_api_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            &e.to_string(),
-            "RESOURCE_EXHAUSTED",
-        ),
+        Ok(Err(e)) => key_api_error(&e),
         Err(e) => {
             tracing::error!(error = %e, "creating a service-account key failed");
+            internal()
+        }
+    }
+}
+
+/// As IAM: `{}` once deleted, 404 `NOT_FOUND` for a key the account does not have.
+async fn delete_sa_key(
+    State(state): State<IdpState>,
+    Path((_project, email, key_id)): Path<(String, String, String)>,
+) -> Response {
+    match service_accounts::delete_key(&state, &email, &key_id).await {
+        Ok(Ok(())) => json_response(StatusCode::OK, &json!({})),
+        Ok(Err(e)) => key_api_error(&e),
+        Err(e) => {
+            tracing::error!(error = %e, "deleting a service-account key failed");
             internal()
         }
     }

@@ -10,7 +10,7 @@ use crate::keys::RingName;
 use crate::oauth::{self, GOOGLE_ISSUER, GOOGLE_TOKEN_URL, OAuthError, Subject};
 use crate::state::IdpState;
 use crate::util::{b64std, numeric_id, random_hex, rfc3339, valid_email};
-use gatehouse_store::Value;
+use gatehouse_store::{Statement, Value};
 use gatehouse_verify::{Algorithm, IssuerProfile, KeySet, KeySource, PublicKey, SigningKey};
 use serde_json::{Map, Value as Json, json};
 use std::sync::Arc;
@@ -79,11 +79,14 @@ pub async fn ensure(state: &IdpState, email: &str, now: i64) -> Result<ServiceAc
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyApiError {
     #[error("invalid service account email")]
     BadEmail,
     #[error("this service account has the maximum number of keys ({MAX_KEYS_PER_ACCOUNT})")]
     TooManyKeys,
+    #[error("this service account has no such key")]
+    NoSuchKey,
 }
 
 /// `POST /v1/projects/-/serviceAccounts/EMAIL/keys`: a new key, answered as IAM does with
@@ -98,6 +101,7 @@ pub async fn create_key(
         return Ok(Err(KeyApiError::BadEmail));
     }
     let sa = ensure(state, &email, now).await?;
+    // Refused before the costly key generation; the insert below checks again, atomically.
     let count = state
         .store()
         .fetch_optional(
@@ -127,18 +131,36 @@ pub async fn create_key(
         "client_x509_cert_url": format!("{base}/robot/v1/metadata/x509/{}", sa.email.replace('@', "%40")),
         "universe_domain": "googleapis.com",
     });
-    state
-        .store()
-        .execute(
-            "INSERT INTO idp_sa_keys (key_id, email, spki, created_at) VALUES ($1, $2, $3, $4)",
-            &[
+    let statements = [
+        // Creations for one account take turns: the no-op update holds the account's row
+        // until commit on PostgreSQL (SQLite's write lock already serialises the whole
+        // transaction), so the count in the insert sees every key committed before it.
+        Statement::new(
+            "UPDATE idp_service_accounts SET email = email WHERE email = $1",
+            vec![sa.email.clone().into()],
+        ),
+        Statement::new(
+            "INSERT INTO idp_sa_keys (key_id, email, spki, created_at)
+             SELECT $1, $2, $3, $4
+             WHERE (SELECT COUNT(*) FROM idp_sa_keys WHERE email = $2) < $5",
+            vec![
                 key_id.clone().into(),
                 sa.email.clone().into(),
                 Value::Bytes(key.public_spki_der()?),
                 now.into(),
+                MAX_KEYS_PER_ACCOUNT.into(),
             ],
-        )
-        .await?;
+        ),
+    ];
+    if state
+        .store()
+        .transaction(&statements, true)
+        .await?
+        .is_none()
+    {
+        // The account exists (ensured above, never deleted): the insert found it full.
+        return Ok(Err(KeyApiError::TooManyKeys));
+    }
     let file = serde_json::to_vec_pretty(&key_file).map_err(|_| IdpError::Corrupt("key file"))?;
     Ok(Ok(json!({
         "name": format!("projects/{}/serviceAccounts/{}/keys/{}", sa.project_id, sa.email, key_id),
@@ -150,6 +172,32 @@ pub async fn create_key(
         "keyOrigin": "GOOGLE_PROVIDED",
         "keyType": "USER_MANAGED",
     })))
+}
+
+/// `DELETE /v1/projects/-/serviceAccounts/EMAIL/keys/KEY_ID`: assertions signed with the
+/// key are refused from now on (tokens already minted with it live out their lifetime),
+/// and it no longer counts toward the per-account limit.
+pub async fn delete_key(
+    state: &IdpState,
+    email: &str,
+    key_id: &str,
+) -> Result<Result<(), KeyApiError>, IdpError> {
+    let email = email.trim().to_ascii_lowercase();
+    if !valid_email(&email) {
+        return Ok(Err(KeyApiError::BadEmail));
+    }
+    let deleted = state
+        .store()
+        .execute(
+            "DELETE FROM idp_sa_keys WHERE key_id = $1 AND email = $2",
+            &[key_id.into(), email.into()],
+        )
+        .await?;
+    Ok(if deleted == 0 {
+        Err(KeyApiError::NoSuchKey)
+    } else {
+        Ok(())
+    })
 }
 
 /// Claims of a service account's Google ID token for `audience`.

@@ -231,3 +231,113 @@ async fn bad_assertions_are_refused_and_write_nothing() {
     );
     assert_eq!(count(&h.state, "idp_access_tokens").await, tokens_before);
 }
+
+fn keys_uri(email: &str) -> String {
+    format!("/v1/projects/-/serviceAccounts/{email}/keys")
+}
+
+async fn delete_key(h: &Harness, email: &str, key_id: &str, origin: Option<&str>) -> Reply {
+    let mut request = Request::delete(format!("{}/{key_id}", keys_uri(email)));
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    h.send(request.body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn a_deleted_keys_assertions_are_refused_and_free_its_place() {
+    let h = harness().await;
+    let mut files = Vec::new();
+    for _ in 0..10 {
+        files.push(key_file(&h, SA).await);
+    }
+    let r = h.post_json(&keys_uri(SA), &json!({})).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["status"], "RESOURCE_EXHAUSTED");
+    let gone = &files[0];
+    let key_id = gone["private_key_id"].as_str().unwrap();
+    let now = h.now();
+    let signed = assertion(gone, now, json!({"target_audience": "https://svc.example"}));
+    assert_eq!(exchange(&h, &signed).await.status, 200);
+    // Behind the same guard as creation: not for another site's page.
+    let r = delete_key(&h, SA, key_id, Some("https://evil.example")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // A key is deleted only under its own account.
+    let r = delete_key(
+        &h,
+        "other@demo-project.iam.gserviceaccount.com",
+        key_id,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["status"], "NOT_FOUND");
+    let r = delete_key(&h, SA, key_id, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({}));
+    let r = delete_key(&h, SA, key_id, None).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["status"], "NOT_FOUND");
+    let r = exchange(&h, &signed).await;
+    assert_eq!(r.json()["error"], "invalid_grant", "{}", r.text());
+    // The account's other keys still sign, and there is room for one more.
+    let other = assertion(
+        &files[1],
+        now,
+        json!({"target_audience": "https://svc.example"}),
+    );
+    assert_eq!(exchange(&h, &other).await.status, 200);
+    key_file(&h, SA).await;
+    assert_eq!(h.post_json(&keys_uri(SA), &json!({})).await.status, 429);
+}
+
+/// Five creations at once for an account holding eight keys: two succeed, whatever the
+/// interleaving (each task reads the count, then spends a while generating its key).
+async fn concurrent_key_creation_stays_within_the_cap(h: Harness) {
+    for _ in 0..8 {
+        key_file(&h, SA).await;
+    }
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let request = Request::post(keys_uri(SA))
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            tokio::spawn(send(h.app(), request))
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        let r = task.await.unwrap();
+        match r.status.as_u16() {
+            200 => created += 1,
+            429 => {}
+            other => panic!("{other}: {}", r.text()),
+        }
+    }
+    assert_eq!(created, 2);
+    assert_eq!(count(&h.state, "idp_sa_keys").await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 5)]
+async fn concurrent_key_creation_stays_within_the_cap_sqlite() {
+    concurrent_key_creation_stays_within_the_cap(harness().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 5)]
+async fn concurrent_key_creation_stays_within_the_cap_postgres() {
+    let Some(db) = gatehouse_testkit::postgres("idp_sa_key_race").await else {
+        return;
+    };
+    let store = Store::open_url(&db.url).await.unwrap();
+    concurrent_key_creation_stays_within_the_cap(
+        harness_on(
+            config(),
+            store.clone(),
+            gatehouse_verify::FixedClock::at(T0),
+        )
+        .await,
+    )
+    .await;
+    store.close().await;
+}
