@@ -1,4 +1,5 @@
-//! `gatehouse idp` (the Google identity emulator) and `gatehouse keys create-sa-key`.
+//! `gatehouse idp` (the Google identity emulator) and `gatehouse keys create-sa-key` /
+//! `delete-sa-key`.
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
@@ -67,6 +68,18 @@ enum KeysCommand {
         /// Write the key file to FILE (replaced if it exists), readable by you only (0600).
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// Delete a service-account key through the emulator's IAM-shaped API: assertions
+    /// signed with it are refused from then on, and it no longer counts toward the
+    /// account's 10 keys.
+    DeleteSaKey {
+        /// The service account's email.
+        sa_email: String,
+        /// The key's id: the key file's `private_key_id`.
+        key_id: String,
+        /// The emulator's URL.
+        #[arg(long, default_value = "http://127.0.0.1:9099")]
+        idp: String,
     },
 }
 
@@ -187,6 +200,19 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        KeysCommand::DeleteSaKey {
+            sa_email,
+            key_id,
+            idp,
+        } => {
+            delete_sa_key(&idp, &sa_email, &key_id).await?;
+            eprintln!(
+                "deleted key {} of {}",
+                crate::terminal::escape_controls(&key_id),
+                crate::terminal::escape_controls(&sa_email)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -229,6 +255,37 @@ async fn create_sa_key(idp: &str, sa_email: &str) -> anyhow::Result<String> {
         .decode(data)
         .context("privateKeyData is not base64")?;
     String::from_utf8(file).context("the key file is not UTF-8")
+}
+
+/// Asks the emulator at `idp` to delete `sa_email`'s key `key_id`.
+async fn delete_sa_key(idp: &str, sa_email: &str, key_id: &str) -> anyhow::Result<()> {
+    let url = sa_key_id_url(idp, sa_email, key_id)?;
+    // The same direct client as creation: the emulator is reached whatever proxy the
+    // environment names.
+    let http = gatehouse_client::direct_http_client()?;
+    let response = http
+        .delete(url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the emulator at {idp}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.bytes().await.unwrap_or_default();
+        bail!(
+            "the emulator at {idp} refused to delete the key ({status}){}",
+            error_text(&body)
+        );
+    }
+    Ok(())
+}
+
+/// [`sa_key_url`] and then `/{key_id}`, the id one path segment too.
+fn sa_key_id_url(idp: &str, sa_email: &str, key_id: &str) -> anyhow::Result<reqwest::Url> {
+    let mut url = sa_key_url(idp, sa_email)?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("--idp `{idp}` cannot have paths"))?
+        .push(key_id);
+    Ok(url)
 }
 
 /// `{idp}/v1/projects/-/serviceAccounts/{sa_email}/keys`, the email one path segment
@@ -307,6 +364,43 @@ mod tests {
         assert!(sa_key_url("http://u:pw@127.0.0.1:9099", "a@b").is_err());
         assert!(sa_key_url("http://127.0.0.1:9099?x", "a@b").is_err());
         assert!(sa_key_url("file:///tmp", "a@b").is_err());
+    }
+
+    #[test]
+    fn the_key_id_is_one_path_segment() {
+        let url = sa_key_id_url("http://127.0.0.1:9099", "a@b.example", "../../x?y#z").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9099/v1/projects/-/serviceAccounts/a@b.example/keys/..%2F..%2Fx%3Fy%23z"
+        );
+    }
+
+    /// Create and delete against an emulator in this process: the second delete is refused
+    /// with the emulator's reason.
+    #[tokio::test]
+    async fn delete_sa_key_deletes_once() {
+        let store = gatehouse_store::Store::open_sqlite_memory().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let idp = format!("http://{}", listener.local_addr().unwrap());
+        let state = IdpState::open(IdpConfig::new(&idp, "demo-project"), store)
+            .await
+            .unwrap();
+        let server =
+            tokio::spawn(async move { axum::serve(listener, gatehouse_idp::app(state)).await });
+        let sa = "runner@demo-project.iam.gserviceaccount.com";
+        let file: serde_json::Value =
+            serde_json::from_str(&create_sa_key(&idp, sa).await.unwrap()).unwrap();
+        let key_id = file["private_key_id"].as_str().unwrap();
+        delete_sa_key(&idp, sa, key_id).await.unwrap();
+        let error = delete_sa_key(&idp, sa, key_id)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("404") && error.contains("no such key"),
+            "{error}"
+        );
+        server.abort();
     }
 
     #[test]

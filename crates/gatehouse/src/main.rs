@@ -54,7 +54,8 @@ enum Command {
     /// The Google identity emulator: sign-in, tokens, metadata server, service-account keys,
     /// Identity Toolkit (unmodified official clients work by changing only a host).
     Idp(idp::IdpArgs),
-    /// Service-account keys: `keys create-sa-key SA_EMAIL` prints a Google-format key file.
+    /// Service-account keys: `keys create-sa-key SA_EMAIL` prints a Google-format key file,
+    /// `keys delete-sa-key SA_EMAIL KEY_ID` deletes one.
     Keys(idp::KeysArgs),
 }
 
