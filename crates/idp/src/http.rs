@@ -1254,7 +1254,6 @@ async fn answer_metadata(ctx: &MetaCtx, request: MetadataRequest) -> Response {
                 .collect(),
         ),
         R::Token { account, scopes } if account_ok(&account) => {
-            let scopes = scopes.unwrap_or_else(|| metadata::DEFAULT_SCOPES.join(","));
             let result = service_accounts::cached_access_token(state, email, &scopes, now).await;
             match result {
                 Ok((token, expires_in)) => meta_json(&json!({

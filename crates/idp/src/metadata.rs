@@ -40,7 +40,8 @@ pub enum MetadataRequest {
     },
     Token {
         account: String,
-        scopes: Option<String>,
+        /// Canonical: see [`token_scopes`].
+        scopes: String,
     },
     Identity {
         account: String,
@@ -61,6 +62,41 @@ pub const DEFAULT_SCOPES: &[&str] = &[
     "https://www.googleapis.com/auth/cloud-platform",
     "https://www.googleapis.com/auth/userinfo.email",
 ];
+
+/// Most scopes one token request may name, and the longest `scopes` value.
+pub const MAX_SCOPES: usize = 50;
+pub const MAX_SCOPES_LEN: usize = 4096;
+
+/// The scopes of a `.../token?scopes=` request (comma-separated, as google-auth,
+/// gcp-metadata and Go's client send them; the default scopes without one) as the token
+/// records them: each an RFC 6749 scope-token, sorted and without repeats so that one set
+/// is one cache entry, joined by spaces as Google reports scopes.
+pub fn token_scopes(value: Option<&str>) -> Result<String, MetadataError> {
+    let Some(value) = value else {
+        let mut scopes = DEFAULT_SCOPES.to_vec();
+        scopes.sort_unstable();
+        return Ok(scopes.join(" "));
+    };
+    if value.len() > MAX_SCOPES_LEN {
+        return Err(MetadataError::BadRequest("scopes parameter is too long"));
+    }
+    let mut scopes: Vec<&str> = value.split(',').collect();
+    if scopes.len() > MAX_SCOPES {
+        return Err(MetadataError::BadRequest("too many scopes"));
+    }
+    // RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+    let scope_token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+    };
+    if !scopes.iter().all(|s| scope_token(s)) {
+        return Err(MetadataError::BadRequest("invalid scopes parameter"));
+    }
+    scopes.sort_unstable();
+    scopes.dedup();
+    Ok(scopes.join(" "))
+}
 
 /// A stable numeric instance id for this emulator's project.
 pub fn instance_id(config: &IdpConfig) -> String {
@@ -126,7 +162,7 @@ pub fn route(path: &str, query: &[(String, String)]) -> Result<MetadataRequest, 
                 "scopes" => Ok(R::Scopes { account }),
                 "token" => Ok(R::Token {
                     account,
-                    scopes: query_get(query, "scopes").map(str::to_owned),
+                    scopes: token_scopes(query_get(query, "scopes"))?,
                 }),
                 "identity" => {
                     let audience = query_get(query, "audience").unwrap_or("");
@@ -184,6 +220,26 @@ pub fn root_tree(config: &IdpConfig, email: &str) -> Value {
 mod tests {
     use super::*;
 
+    #[test]
+    fn token_scopes_are_scope_tokens_sorted_and_space_separated() {
+        assert_eq!(
+            token_scopes(None).unwrap(),
+            "https://www.googleapis.com/auth/cloud-platform https://www.googleapis.com/auth/userinfo.email"
+        );
+        assert_eq!(token_scopes(Some("b,a,b")).unwrap(), "a b");
+        let fifty = (0..MAX_SCOPES).map(|i| format!("s{i}")).collect::<Vec<_>>();
+        assert!(token_scopes(Some(&fifty.join(","))).is_ok());
+        let too_many = (0..=MAX_SCOPES)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>();
+        assert!(token_scopes(Some(&too_many.join(","))).is_err());
+        assert!(token_scopes(Some(&"a".repeat(MAX_SCOPES_LEN))).is_ok());
+        assert!(token_scopes(Some(&"a".repeat(MAX_SCOPES_LEN + 1))).is_err());
+        for bad in ["", ",", "a,", "a,,b", "a b", "a\nb", "a\"b", "a\\b", "é"] {
+            assert!(token_scopes(Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
@@ -225,6 +281,16 @@ mod tests {
             route("instance/service-accounts/default/identity", &[]),
             Err(MetadataError::BadRequest(_))
         ));
+        assert_eq!(
+            route(
+                "instance/service-accounts/default/token",
+                &q(&[("scopes", "b,a,b")])
+            ),
+            Ok(MetadataRequest::Token {
+                account: "default".into(),
+                scopes: "a b".into()
+            })
+        );
         assert_eq!(route("nope", &[]), Err(MetadataError::NotFound));
         assert_eq!(
             route("universe/universe-domain", &[]),

@@ -205,6 +205,49 @@ async fn a_token_revoked_at_revoke_is_not_handed_out_again() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// The `scope` tokeninfo reports for an access token.
+async fn scope_of(h: &Harness, token: &str) -> String {
+    let r = h
+        .post_form("/oauth2/v3/tokeninfo", &[("access_token", token)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["scope"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn token_scopes_are_checked_and_kept_space_separated() {
+    let h = harness().await;
+    let uri = "/computeMetadata/v1/instance/service-accounts/default/token";
+    let before = count(&h.state, "idp_access_tokens").await;
+    let too_many = (0..51)
+        .map(|i| format!("s{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for scopes in [
+        String::new(),
+        ",".to_owned(),
+        "a,,b".to_owned(),
+        "a".repeat(5000),
+        "a%0Ab".to_owned(),
+        "a%20b".to_owned(),
+        too_many,
+    ] {
+        let r = h.send(meta(&format!("{uri}?scopes={scopes}"))).await;
+        assert_eq!(r.status, 400, "{scopes:.40}: {}", r.text());
+        assert_eq!(r.header("metadata-flavor"), Some("Google"));
+    }
+    assert_eq!(count(&h.state, "idp_access_tokens").await, before);
+    let token = |r: Reply| r.json()["access_token"].as_str().unwrap().to_owned();
+    // The default scopes, as Google reports scopes: separated by spaces.
+    let default = token(h.send(meta(uri)).await);
+    let scope = scope_of(&h, &default).await;
+    assert!(scope.contains(' ') && !scope.contains(','), "{scope}");
+    // The same set in another order (or repeated) is the same request.
+    let ab = token(h.send(meta(&format!("{uri}?scopes=b,a,b"))).await);
+    assert_eq!(token(h.send(meta(&format!("{uri}?scopes=a,b"))).await), ab);
+    assert_eq!(scope_of(&h, &ab).await, "a b");
+}
+
 #[tokio::test]
 async fn a_metadata_listener_speaks_for_its_own_account() {
     let h = harness().await;
