@@ -220,8 +220,9 @@ async fn connection_limit_and_idle_timeout() {
     assert_eq!(r.status(), 200);
 }
 
-#[tokio::test]
-async fn metrics_can_move_to_an_admin_listener() {
+/// A gateway with an admin listener, in front of a public echo route, `extra` added to its
+/// configuration: its main and admin addresses.
+async fn gateway_with_admin_listener(extra: &str) -> (std::net::SocketAddr, std::net::SocketAddr) {
     let issuer = Issuer::start().await;
     let up = echo_upstream().await;
     let dir = temp_dir();
@@ -229,7 +230,7 @@ async fn metrics_can_move_to_an_admin_listener() {
     std::fs::write(
         &path,
         format!(
-            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{extra}{}",
             checked_route(&issuer, up, &["allUsers"])
         ),
     )
@@ -241,6 +242,12 @@ async fn metrics_can_move_to_an_admin_listener() {
     let main = gw.local_addr().unwrap();
     let admin = gw.admin_addr().unwrap();
     tokio::spawn(gw.run(std::future::pending()));
+    (main, admin)
+}
+
+#[tokio::test]
+async fn metrics_can_move_to_an_admin_listener() {
+    let (main, admin) = gateway_with_admin_listener("").await;
     let c = client();
     let on_main = c
         .get(format!("http://{main}/_gatehouse/metrics"))
@@ -713,25 +720,7 @@ async fn websocket_tunnels_are_drained_on_shutdown() {
 #[tokio::test]
 async fn the_admin_listener_answers_when_the_main_one_is_full() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let issuer = Issuer::start().await;
-    let up = echo_upstream().await;
-    let dir = temp_dir();
-    let path = dir.join("gateway.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[limits]\nmax_connections = 1\n{}",
-            checked_route(&issuer, up, &["allUsers"])
-        ),
-    )
-    .unwrap();
-    let config = gatehouse_gateway::Config::from_file(&path).unwrap();
-    let gw = gatehouse_gateway::Gateway::bind(config, Some(path))
-        .await
-        .unwrap();
-    let main = gw.local_addr().unwrap();
-    let admin = gw.admin_addr().unwrap();
-    tokio::spawn(gw.run(std::future::pending()));
+    let (main, admin) = gateway_with_admin_listener("[limits]\nmax_connections = 1\n").await;
     // The main listener's one place taken by a kept-alive connection (answered: taken).
     let mut held = tokio::net::TcpStream::connect(main).await.unwrap();
     held.write_all(b"GET /_gatehouse/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
