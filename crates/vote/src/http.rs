@@ -377,7 +377,16 @@ impl AppError {
             )
                 .into_response()
         } else if status == StatusCode::SERVICE_UNAVAILABLE && wants_html(headers) {
-            (status, Html(page::unavailable())).into_response()
+            let mut page = (status, Html(page::unavailable())).into_response();
+            // A stylesheet and an icon from this origin, nothing else: the page has no script.
+            harden_html(
+                page.headers_mut(),
+                HeaderValue::from_static(
+                    "default-src 'none'; style-src 'self'; img-src 'self'; \
+                     frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+                ),
+            );
+            page
         } else {
             (status, message).into_response()
         };
@@ -417,15 +426,19 @@ fn wants_html(headers: &HeaderMap) -> bool {
 
 fn html_response(state: &AppState, body: String) -> Response {
     let mut response = Html(body).into_response();
-    let h = response.headers_mut();
-    h.insert(CONTENT_SECURITY_POLICY, state.inner.csp.clone());
+    harden_html(response.headers_mut(), state.inner.csp.clone());
+    response
+}
+
+/// The headers every HTML page of the app carries, whichever handler made it.
+fn harden_html(h: &mut HeaderMap, csp: HeaderValue) {
+    h.insert(CONTENT_SECURITY_POLICY, csp);
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    response
 }
 
 /// The tally as the JSON view of `GET /` shows it.
