@@ -35,10 +35,29 @@ async function loadSettings() {
   return settings;
 }
 
-async function usableCachedToken(settings) {
-  const { [TOKEN_CACHE_KEY]: entry } = await tokenStore.get(TOKEN_CACHE_KEY);
-  const usable = isUsable(entry, { nowSeconds: nowSeconds(), ...settings });
-  return usable ? entry : null;
+// Reads and changes of the cached token run one at a time, each judging the entry it finds
+// then: a sign-in that lands while another step was reading must not be undone by that step.
+let cacheQueue = Promise.resolve();
+function withCache(step) {
+  const run = cacheQueue.then(step);
+  cacheQueue = run.catch(() => {});
+  return run;
+}
+
+/**
+ * The cached token while it may be sent; a token that may not (expired, inside the 5-minute
+ * buffer, or from another provider or client than the settings name) is removed, not kept
+ * in storage until sign-out: the worker never sends it again, and a server may still accept
+ * it for minutes.
+ */
+function usableCachedToken(settings) {
+  return withCache(async () => {
+    const { [TOKEN_CACHE_KEY]: entry } = await tokenStore.get(TOKEN_CACHE_KEY);
+    if (entry === undefined) return null;
+    if (isUsable(entry, { nowSeconds: nowSeconds(), ...settings })) return entry;
+    await tokenStore.remove(TOKEN_CACHE_KEY);
+    return null;
+  });
 }
 
 // One sign-in at a time: a second click while the window is open joins the first flow
@@ -75,7 +94,7 @@ async function runSignIn(settings) {
     redirectUri, state, nonce, clientId: settings.clientId, nowSeconds: nowSeconds(),
   });
   const entry = cacheEntry(idToken, claims, settings);
-  await tokenStore.set({ [TOKEN_CACHE_KEY]: entry });
+  await withCache(() => tokenStore.set({ [TOKEN_CACHE_KEY]: entry }));
   return entry;
 }
 
@@ -85,7 +104,7 @@ async function tokenForCall(settings) {
 }
 
 async function signOut() {
-  await tokenStore.remove([TOKEN_CACHE_KEY, LAST_RESULT_KEY]);
+  await withCache(() => tokenStore.remove([TOKEN_CACHE_KEY, LAST_RESULT_KEY]));
 }
 
 async function callApi(tabUrl) {
