@@ -125,8 +125,14 @@ async function callApi(tabUrl) {
   } catch (error) {
     result = describeNetworkError(settings.apiUrl, error);
   }
-  // A token the API refuses as invalid will not get better: drop it so the next call signs in.
-  if (result.signInAgain) await tokenStore.remove(TOKEN_CACHE_KEY);
+  // A token the API refuses as invalid will not get better: drop it so the next call signs
+  // in. Only that token: a sign-in may have cached another while the call was out.
+  if (result.signInAgain) {
+    await withCache(async () => {
+      const { [TOKEN_CACHE_KEY]: current } = await tokenStore.get(TOKEN_CACHE_KEY);
+      if (current?.idToken === entry.idToken) await tokenStore.remove(TOKEN_CACHE_KEY);
+    });
+  }
   const stored = { ...result, apiUrl: settings.apiUrl, tabUrl, at: Date.now() };
   await tokenStore.set({ [LAST_RESULT_KEY]: stored });
   return stored;

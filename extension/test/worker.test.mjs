@@ -116,3 +116,21 @@ test('a usable token stays', async () => {
   assert.equal((await send({ type: 'status' })).signedIn, true);
   assert.deepEqual(entry(), before);
 });
+
+test('a 401 drops the token it refused, not one a sign-in cached while the call was out', async () => {
+  await send({ type: 'signIn' });
+  let answer401;
+  api.answer = () => new Promise((resolve) => {
+    answer401 = () => resolve({ status: 401, headers: { 'WWW-Authenticate': 'Bearer error="invalid_token"' } });
+  });
+  const call = send({ type: 'callApi', url: 'https://example.com/' });
+  while (!answer401) await new Promise((r) => setTimeout(r, 1));
+  // Meanwhile: sign out, and sign in as someone else.
+  await send({ type: 'signOut' });
+  idp.email = 'bob@example.com';
+  await send({ type: 'signIn' });
+  answer401();
+  const { result } = await call;
+  assert.equal(result.status, 401);
+  assert.equal(entry()?.email, 'bob@example.com', 'the new sign-in was thrown away by the old call\'s 401');
+});
