@@ -70,6 +70,15 @@ export function parseAuthResponse(responseUrl, expected) {
   // looking at response_type may answer in the query instead, so errors are read from both.
   const fragment = new URLSearchParams(url.hash.replace(/^#/, ''));
   const query = url.searchParams;
+  // RFC 6749 §3.1: no parameter more than once. Which copy counts would otherwise be ours to
+  // guess (URLSearchParams.get takes the first): refuse the answer instead.
+  for (const params of [fragment, query]) {
+    for (const name of ANSWER_PARAMETERS) {
+      if (params.getAll(name).length > 1) {
+        throw new SignInError('bad_redirect', `The sign-in answer carries ${name} more than once.`);
+      }
+    }
+  }
   const error = fragment.get('error') ?? query.get('error');
   if (error !== null) {
     // Any page the sign-in window reached can redirect here with error=...: only an answer
@@ -115,6 +124,9 @@ export function parseAuthResponse(responseUrl, expected) {
   }
   return { idToken, claims };
 }
+
+/** The parameters of an answer this module reads. */
+const ANSWER_PARAMETERS = Object.freeze(['state', 'id_token', 'error', 'error_description']);
 
 /** Words for the OAuth 2.0 / OIDC error codes a user can actually meet. */
 const KNOWN_ERRORS = Object.freeze({

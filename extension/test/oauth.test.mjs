@@ -167,3 +167,18 @@ test('launchWebAuthFlow failures get words a user can act on', () => {
   assert.equal(other.code, 'launch_failed');
   assert.match(other.message, /Something odd/);
 });
+
+test('an answer that repeats a parameter is refused (RFC 6749 §3.1: not more than once)', () => {
+  const token = fakeJwt(goodClaims);
+  const other = fakeJwt({ ...goodClaims, email: 'mallory@example.com' });
+  for (const params of [
+    [['state', 'state-123'], ['id_token', token], ['id_token', other]],
+    [['state', 'state-123'], ['state', 'state-999'], ['id_token', token]],
+    [['state', 'state-999'], ['state', 'state-123'], ['id_token', token]],
+    [['state', 'state-123'], ['error', 'access_denied'], ['error', 'server_error']],
+  ]) {
+    assertSignInError(() => parseAuthResponse(redirectWith(params), expected), 'bad_redirect');
+  }
+  // In the query too, where an error may come.
+  assertSignInError(() => parseAuthResponse(`${REDIRECT}?error=access_denied&error=x&state=state-123`, expected), 'bad_redirect');
+});
