@@ -162,12 +162,27 @@ const handlers = {
     await signOut();
     return {};
   },
-  callApi: async (message) => ({ result: await callApi(message.url) }),
+  callApi: async (message) => {
+    if (typeof message.url !== 'string') throw new SignInError('bad_request', 'callApi needs the tab\'s URL as a string.');
+    return { result: await callApi(message.url) };
+  },
 };
 
+/** Whether `sender` is one of this extension's own pages (popup, options), by its URL. */
+function fromOwnPage(sender) {
+  if (sender.id !== chrome.runtime.id || typeof sender.url !== 'string') return false;
+  try {
+    return new URL(sender.url).origin === new URL(chrome.runtime.getURL('/')).origin;
+  } catch {
+    return false;
+  }
+}
+
 chrome.runtime.onMessage.addListener((message, sender, sendResponse) => {
-  // Only this extension's own pages may drive it (no externally_connectable, but be explicit).
-  if (sender.id !== chrome.runtime.id) return false;
+  // Only this extension's own pages may drive it. Other extensions and web pages reach
+  // onMessageExternal, not this; a content script (none is declared) would pass the id
+  // check but not the URL one.
+  if (!fromOwnPage(sender)) return false;
   const handler = handlers[message?.type];
   if (!handler) return false;
   handler(message)

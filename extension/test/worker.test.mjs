@@ -39,7 +39,7 @@ let idp;
 let api;
 
 globalThis.chrome = {
-  runtime: { id: EXTENSION_ID, onMessage: { addListener: (fn) => { listener = fn; } } },
+  runtime: { id: EXTENSION_ID, getURL: (path) => `chrome-extension://${EXTENSION_ID}/${path.replace(/^\//, '')}`, onMessage: { addListener: (fn) => { listener = fn; } } },
   storage: { session, local },
   identity: {
     getRedirectURL: () => REDIRECT_URI,
@@ -133,4 +133,25 @@ test('a 401 drops the token it refused, not one a sign-in cached while the call 
   const { result } = await call;
   assert.equal(result.status, 401);
   assert.equal(entry()?.email, 'bob@example.com', 'the new sign-in was thrown away by the old call\'s 401');
+});
+
+test('only this extension\'s own pages are answered; a malformed message is refused', async () => {
+  // What a content script's sender looks like (the extension declares none, and may not
+  // inject any, but a page the worker serves must be one of its own).
+  const contentScript = { id: EXTENSION_ID, url: 'https://evil.example/', origin: 'https://evil.example', tab: { id: 7 } };
+  assert.equal(await send({ type: 'status' }, contentScript), 'no answer');
+  assert.equal(await send({ type: 'signIn' }, contentScript), 'no answer');
+  assert.equal(idp.requests.length, 0);
+  assert.equal(await send({ type: 'status' }, { ...OWN_PAGE, id: 'another-extension-id' }), 'no answer');
+  assert.equal(await send({ type: 'status' }, { id: EXTENSION_ID }), 'no answer', 'a sender without a URL');
+  assert.equal((await send({ type: 'status' })).ok, true);
+
+  // callApi's URL is a string, or no token is spent on it.
+  await send({ type: 'signIn' });
+  for (const url of [undefined, 42, { href: 'x' }]) {
+    const answer = await send({ type: 'callApi', url });
+    assert.equal(answer.ok, false, JSON.stringify(answer));
+    assert.equal(answer.error.code, 'bad_request');
+  }
+  assert.equal(api.calls.length, 0);
 });
