@@ -13,6 +13,7 @@ use gatehouse_vote::{DatabaseTarget, DatabaseUrl, SignInConfig, TrustConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Debug, Args)]
@@ -55,6 +56,13 @@ pub struct UpArgs {
     #[arg(long)]
     pub print_gateway_config: bool,
 }
+
+/// How much longer than the gateway's drain (its grace period) stopping may take before
+/// what is still open is cut: the other parts' in-flight requests end well within it.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long closing each database pool may take once the parts have stopped.
+const POOL_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The MV3 extension's OAuth client (extension/README.md): its id is fixed by the
 /// manifest's key, so the emulator can name `https://<id>.chromiumapp.org/` as its redirect.
@@ -338,6 +346,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             })?
         }
     };
+    let stop_deadline = config.timeouts.shutdown_grace + STOP_MARGIN;
     let gateway = gatehouse_gateway::Gateway::bind(config, args.gateway_config.clone())
         .await
         .with_context(|| format!("starting the gateway on {gateway_addr}"))?;
@@ -422,14 +431,52 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let _ = stop_tx.send(true);
-    while let Some(result) = tasks.join_next().await {
-        if let Ok(Err(e)) = result {
-            tracing::warn!(severity = "WARNING", error = %format!("{e:#}"), "while stopping");
+    // The emulator's and the caller service's servers wait for every open connection, a
+    // client that never finishes its request included; and the signal handler is ours now,
+    // so Ctrl-C no longer kills. Hence a deadline (the gateway's drain and a margin), and a
+    // second signal that stops at once.
+    let drain = async {
+        while let Some(result) = tasks.join_next().await {
+            if let Ok(Err(e)) = result {
+                tracing::warn!(severity = "WARNING", error = %format!("{e:#}"), "while stopping");
+            }
+        }
+    };
+    tokio::select! {
+        () = drain => {}
+        () = tokio::time::sleep(stop_deadline) => {
+            tracing::warn!(
+                severity = "WARNING",
+                seconds = stop_deadline.as_secs(),
+                "parts still draining at the deadline; closing their connections"
+            );
+        }
+        () = crate::vote::shutdown_signal() => {
+            tracing::warn!(severity = "WARNING", "second signal: stopping now");
         }
     }
+    tasks.abort_all();
     maintenance.abort();
-    votes.close().await;
-    idp_store.close().await;
+    // A connection a stopped part left open may still hold the pool; the databases
+    // survive a close cut short (SQLite replays its WAL at the next start).
+    if tokio::time::timeout(POOL_CLOSE_WAIT, votes.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            severity = "WARNING",
+            "the votes database did not close in time"
+        );
+    }
+    if tokio::time::timeout(POOL_CLOSE_WAIT, idp_store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            severity = "WARNING",
+            "the emulator's database did not close in time"
+        );
+    }
     match failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),

@@ -149,3 +149,109 @@ async fn the_caller_service_is_admitted_and_the_other_account_refused() {
         assert!(banner.contains(&needle), "banner lacks {needle}:\n{banner}");
     }
 }
+
+/// Starts `gatehouse up` on free ports with a fresh data directory; answers it, the
+/// emulator's port and the caller service's port once the caller service accepts.
+async fn start_up(label: &str) -> (Up, u16, u16) {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let data = std::env::temp_dir().join(format!("gh-{label}-{}-{nanos}", std::process::id()));
+    let [gateway, idp, caller_md, other_md, caller] = [(); 5].map(|()| free_port());
+    let addr = |port: u16| format!("127.0.0.1:{port}");
+    let (log, stderr) = logs::log_stdio(&format!("gatehouse-{label}"));
+    let mut up = Up {
+        child: Command::new(binary())
+            .arg("up")
+            .args(["--data", data.to_str().unwrap()])
+            .args(["--listen", &addr(gateway)])
+            .args(["--idp-listen", &addr(idp)])
+            .args(["--caller-metadata", &addr(caller_md)])
+            .args(["--other-metadata", &addr(other_md)])
+            .args(["--caller-listen", &addr(caller)])
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+        data,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr(caller)).is_err() {
+        if let Some(status) = up.child.try_wait().unwrap() {
+            panic!(
+                "gatehouse up exited early with {status}:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "gatehouse up never listened");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (up, idp, caller)
+}
+
+fn signal(up: &Up, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &up.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name}");
+}
+
+/// The exit status, if `up` exits within `limit`.
+async fn exits_within(up: &mut Up, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = up.child.try_wait().unwrap() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Clients that never finish a request (a stalled browser tab, a slowloris) are connected to
+/// the emulator and the caller service, whose servers drain without a deadline of their own.
+fn stall_requests(ports: &[u16]) -> Vec<std::net::TcpStream> {
+    ports
+        .iter()
+        .map(|port| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", *port)).unwrap();
+            std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .unwrap();
+            stream
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_up_at_once_whatever_is_still_draining() {
+    let (mut up, idp, caller) = start_up("up-second-signal").await;
+    let _stalled = stall_requests(&[idp, caller]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&up, "TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&up, "INT");
+    let status = exits_within(&mut up, Duration::from_secs(5)).await;
+    assert!(
+        status.is_some(),
+        "gatehouse up still runs 5 s after a second signal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_stops_within_the_drain_deadline_though_a_client_never_finishes_its_request() {
+    let (mut up, idp, caller) = start_up("up-stalled-stop").await;
+    let _stalled = stall_requests(&[idp, caller]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&up, "TERM");
+    // The gateway's grace period (30 s) and a little more; the stalled clients stay
+    // connected past it.
+    let status = exits_within(&mut up, Duration::from_secs(45)).await;
+    assert!(
+        status.is_some(),
+        "gatehouse up still runs 45 s after SIGTERM: a stalled client holds it"
+    );
+}
