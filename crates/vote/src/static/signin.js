@@ -124,6 +124,13 @@ export class SignIn {
     const pending = JSON.parse(sessionStorage.getItem(PENDING_KEY) || 'null');
     sessionStorage.removeItem(PENDING_KEY);
     const params = new URLSearchParams(fragment || '');
+    // RFC 6749 §3.1: no parameter more than once. get() would take the first copy, so
+    // `state=ours&state=other` or two id_tokens would pass: refuse such an answer instead.
+    for (const name of ['state', 'id_token', 'error', 'error_description']) {
+      if (params.getAll(name).length > 1) {
+        throw new SignInError(`The sign-in answer carries ${name} more than once.`);
+      }
+    }
     if (!pending || params.get('state') !== pending.state) {
       throw new SignInError('The sign-in answer does not match this page\'s request (state).');
     }

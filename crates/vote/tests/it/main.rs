@@ -7,6 +7,7 @@
 mod budget;
 mod counts;
 mod faults;
+mod page_js;
 mod postgres;
 mod process;
 mod routes;
