@@ -145,6 +145,32 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     // Checked before anything prints it: a URL with user-info is refused, its password
     // never shown.
     let origin = audience_for_url(&args.url)?;
+    // The whole command is checked before a token is asked for: a typo must not cost a
+    // token-service round trip, nor hide behind that service's error when it is down.
+    let method = match (&args.method, &args.data) {
+        (Some(method), _) => {
+            gatehouse_client::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                .with_context(|| format!("`{method}` is not an HTTP method"))?
+        }
+        (None, Some(_)) => gatehouse_client::Method::POST,
+        (None, None) => gatehouse_client::Method::GET,
+    };
+    let mut headers = Vec::with_capacity(args.headers.len());
+    let mut has_content_type = false;
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            bail!("header `{header}` is not `Name: value`");
+        };
+        let (name, value) = (name.trim(), value.trim());
+        reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .with_context(|| format!("`{name}` is not a header name"))?;
+        reqwest::header::HeaderValue::from_str(value)
+            .with_context(|| format!("the value of `{name}` is not a valid header value"))?;
+        has_content_type |= name.eq_ignore_ascii_case("content-type");
+        headers.push((name, value));
+    }
+    let body = args.data.as_deref().map(read_data).transpose()?;
+
     let (audience, source): (String, Box<dyn IdTokenSource>) =
         match (&args.audience, &args.source.user) {
             (Some(audience), _) => (audience.clone(), source(&args.source).await?),
@@ -167,30 +193,17 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     cache.token(&audience).await?; // minted here, so -v can time it apart from the call
     let minted_in = started.elapsed();
 
-    let method = match (&args.method, &args.data) {
-        (Some(method), _) => {
-            gatehouse_client::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-                .with_context(|| format!("`{method}` is not an HTTP method"))?
-        }
-        (None, Some(_)) => gatehouse_client::Method::POST,
-        (None, None) => gatehouse_client::Method::GET,
-    };
     let mut request = client
         .request(method.clone(), &args.url)
         .audience(audience.clone());
-    let mut has_content_type = false;
-    for header in &args.headers {
-        let Some((name, value)) = header.split_once(':') else {
-            bail!("header `{header}` is not `Name: value`");
-        };
-        has_content_type |= name.trim().eq_ignore_ascii_case("content-type");
-        request = request.header(name.trim(), value.trim());
+    for (name, value) in headers {
+        request = request.header(name, value);
     }
-    if let Some(data) = &args.data {
+    if let Some(body) = body {
         if !has_content_type {
             request = request.header("Content-Type", "application/x-www-form-urlencoded");
         }
-        request = request.body(read_data(data)?);
+        request = request.body(body);
     }
     if args.verbose {
         eprintln!(

@@ -488,3 +488,29 @@ async fn help_never_prints_a_variable_that_may_hold_a_password() {
         );
     }
 }
+
+/// A mistyped method, header or `-d @FILE` is said as such before any token is asked for:
+/// the token service is not troubled for a call that cannot be made, and when it is down the
+/// user still learns what is wrong with the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_checks_its_arguments_before_minting_a_token() {
+    // Nothing listens here: a token request would fail with "cannot reach".
+    let dead = format!("127.0.0.1:{}", free_port());
+    let missing = scratch_dir("call-args").join("no-such-body");
+    let missing_arg = format!("@{}", missing.display());
+    for (extra, expected) in [
+        (vec!["-X", "B@D"], "is not an HTTP method"),
+        (vec!["-H", "no colon here"], "is not `Name: value`"),
+        (vec!["-H", "Bad Name: x"], "is not a header name"),
+        (vec!["-d", missing_arg.as_str()], "no-such-body"),
+    ] {
+        let mut args = vec!["call", "http://127.0.0.1:9/x", "--metadata", &dead];
+        args.extend(extra.iter().copied());
+        let out = run(command(&args)).await;
+        assert!(!out.status.success(), "{extra:?}");
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{extra:?}: {err}");
+        assert!(!err.contains("cannot reach"), "{extra:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(missing.parent().unwrap());
+}
