@@ -143,7 +143,8 @@ impl AuthorizedRequest<'_> {
     }
 
     /// Send it. A 401 answer is retried once with a freshly minted token when the body can
-    /// be replayed; any other answer (4xx/5xx included) is returned as is.
+    /// be replayed (and returned as is when no fresh token can be had); any other answer
+    /// (4xx/5xx included) is returned as is.
     pub async fn send(self) -> Result<Response, Error> {
         let url = parse_url(&self.url)?;
         let audience = match self.audience {
@@ -182,7 +183,15 @@ impl AuthorizedRequest<'_> {
         };
         tracing::debug!(%audience, "401 from the receiver; retrying once with a fresh token");
         tokens.invalidate(&audience, &token);
-        let fresh = tokens.token(&audience).await?;
+        // The receiver's 401 is the answer; a token service that fails now only means there
+        // is no second try, and must not turn the answer into an error.
+        let fresh = match tokens.token(&audience).await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::warn!(%audience, %error, "401 from the receiver; no fresh token to retry with");
+                return Ok(response);
+            }
+        };
         execute(client, replay, &fresh, &url).await
     }
 }

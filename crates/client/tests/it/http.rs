@@ -163,3 +163,74 @@ async fn a_bad_url_is_an_error_before_any_token_is_minted() {
     assert!(error.to_string().contains("http(s)"), "{error}");
     assert_eq!(mints.get(), 0);
 }
+
+/// Mints one good token, then fails as a token service that went down would.
+#[derive(Debug)]
+struct OneTokenThenDown {
+    mints: Counter,
+}
+
+impl gatehouse_client::IdTokenSource for OneTokenThenDown {
+    fn mint<'a>(
+        &'a self,
+        audience: &'a str,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<gatehouse_client::IdToken, gatehouse_client::Error>,
+    > {
+        Box::pin(async move {
+            if self.mints.hit() > 1 {
+                return Err(gatehouse_client::Error::Unreachable {
+                    service: "token endpoint",
+                    url: "http://127.0.0.1:9/token".into(),
+                    detail: "connection failed".into(),
+                });
+            }
+            let token = crate::support::id_token(
+                audience,
+                crate::support::SA_EMAIL,
+                crate::support::T0,
+                3600,
+            );
+            gatehouse_client::IdToken::from_minted("token endpoint", "http://t/", &token)
+        })
+    }
+
+    fn describe(&self) -> String {
+        "one token, then down".into()
+    }
+}
+
+#[tokio::test]
+async fn a_401_whose_retry_cannot_get_a_token_returns_the_receivers_answer() {
+    let (pinned, _) = clock();
+    let mints = Counter::default();
+    let cache = TokenCache::with_clock(
+        OneTokenThenDown {
+            mints: mints.clone(),
+        },
+        Arc::new(pinned),
+    );
+    let receiver = Receiver {
+        reject_first: usize::MAX,
+        ..Receiver::default()
+    };
+    let addr = serve(
+        Router::new()
+            .fallback(any(receive))
+            .with_state(receiver.clone()),
+    )
+    .await;
+    let client = AuthorizedClient::new(cache).unwrap();
+    // The receiver's 401 is what happened; the token service's outage is only why there
+    // was no second try.
+    let response = client
+        .get(&format!("http://{addr}/"))
+        .send()
+        .await
+        .expect("the receiver's answer, not the retry's token error");
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.text().await.unwrap(), "stale token");
+    assert_eq!(receiver.hits.get(), 1);
+    assert_eq!(mints.get(), 2);
+}
