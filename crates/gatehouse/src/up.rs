@@ -30,6 +30,10 @@ pub struct UpArgs {
     /// The identity emulator (Firebase's emulator port).
     #[arg(long, default_value = "127.0.0.1:9099")]
     pub idp_listen: SocketAddr,
+    /// The URL browsers, clients and the other parts reach the emulator at, when it is not
+    /// http://IDP_LISTEN (a name, or a TLS front) [default: http://IDP_LISTEN].
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
     /// Metadata server of the demo service account the service-to-service route admits.
     #[arg(long, default_value = "127.0.0.1:9101")]
     pub caller_metadata: SocketAddr,
@@ -195,6 +199,24 @@ async fn register_extension_client(state: &IdpState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--issuer`, checked to be an http(s) origin (paths are appended to it) and without its
+/// trailing slash.
+fn issuer_url(text: &str) -> anyhow::Result<String> {
+    let url =
+        reqwest::Url::parse(text).with_context(|| format!("--issuer `{text}` is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        anyhow::bail!("--issuer `{text}`: expected http(s)://HOST[:PORT]");
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {
@@ -218,7 +240,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             gateway_toml(
                 listen,
                 &format!("http://{listen}"),
-                &format!("http://{}", args.idp_listen),
+                &args
+                    .issuer
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", args.idp_listen)),
                 &format!("http://{vote}"),
                 &caller_email,
             )
@@ -270,7 +295,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let idp_listener = tokio::net::TcpListener::bind(args.idp_listen)
         .await
         .with_context(|| format!("listening on {} (emulator)", args.idp_listen))?;
-    let idp_url = format!("http://{}", idp_listener.local_addr()?);
+    let idp_url = match &args.issuer {
+        Some(url) => issuer_url(url)?,
+        None => format!("http://{}", idp_listener.local_addr()?),
+    };
     let idp_state = IdpState::open(IdpConfig::new(&idp_url, &args.project), idp_store.clone())
         .await
         .context("starting the emulator")?;

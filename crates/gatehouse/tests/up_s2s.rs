@@ -153,12 +153,17 @@ async fn the_caller_service_is_admitted_and_the_other_account_refused() {
 /// Starts `gatehouse up` on free ports with a fresh data directory; answers it, the
 /// emulator's port and the caller service's port once the caller service accepts.
 async fn start_up(label: &str) -> (Up, u16, u16) {
+    start_up_with(label, free_port(), &[]).await
+}
+
+/// [`start_up`], the emulator on port `idp`, with `extra` arguments.
+async fn start_up_with(label: &str, idp: u16, extra: &[String]) -> (Up, u16, u16) {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
     let data = std::env::temp_dir().join(format!("gh-{label}-{}-{nanos}", std::process::id()));
-    let [gateway, idp, caller_md, other_md, caller] = [(); 5].map(|()| free_port());
+    let [gateway, caller_md, other_md, caller] = [(); 4].map(|()| free_port());
     let addr = |port: u16| format!("127.0.0.1:{port}");
     let (log, stderr) = logs::log_stdio(&format!("gatehouse-{label}"));
     let mut up = Up {
@@ -170,6 +175,7 @@ async fn start_up(label: &str) -> (Up, u16, u16) {
             .args(["--caller-metadata", &addr(caller_md)])
             .args(["--other-metadata", &addr(other_md)])
             .args(["--caller-listen", &addr(caller)])
+            .args(extra)
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -254,4 +260,37 @@ async fn up_stops_within_the_drain_deadline_though_a_client_never_finishes_its_r
         status.is_some(),
         "gatehouse up still runs 45 s after SIGTERM: a stalled client holds it"
     );
+}
+
+/// DESIGN §2: every issuer is configurable. The emulator's URL is the one --issuer names, in
+/// its discovery document, and the other parts reach it there (the gateway's keys included:
+/// the caller service is admitted through it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_the_emulator_at_the_issuer_it_is_given() {
+    let idp = free_port();
+    let issuer = format!("http://localhost:{idp}");
+    let (_up, _, caller) =
+        start_up_with("up-issuer", idp, &["--issuer".into(), issuer.clone()]).await;
+    let client = reqwest::Client::new();
+    let discovery: serde_json::Value = client
+        .get(format!(
+            "http://127.0.0.1:{idp}/.well-known/openid-configuration"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let auth = discovery["authorization_endpoint"].as_str().unwrap();
+    assert!(auth.starts_with(&format!("{issuer}/")), "{discovery}");
+    let admitted: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{caller}/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admitted["status"], 200, "{admitted}");
 }
