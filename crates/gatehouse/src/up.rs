@@ -240,10 +240,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             gateway_toml(
                 listen,
                 &format!("http://{listen}"),
-                &args
-                    .issuer
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{}", args.idp_listen)),
+                &match &args.issuer {
+                    Some(url) => issuer_url(url)?,
+                    None => format!("http://{}", args.idp_listen),
+                },
                 &format!("http://{vote}"),
                 &caller_email,
             )
