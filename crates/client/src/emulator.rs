@@ -8,7 +8,7 @@
 
 use crate::error::Error;
 use crate::source::{IdToken, IdTokenSource};
-use crate::transport::{self, read_body, refused, unreachable};
+use crate::transport::{self, success_body, unreachable};
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
@@ -65,11 +65,7 @@ impl EmulatorUser {
             .send()
             .await
             .map_err(|e| unreachable(SERVICE, url, e))?;
-        let status = response.status();
-        let body = read_body(SERVICE, url, response).await?;
-        if !status.is_success() {
-            return Err(refused(SERVICE, url, status.as_u16(), &body));
-        }
+        let body = success_body(SERVICE, url, response).await?;
         let bad = |detail: &str| Error::BadAnswer {
             service: SERVICE,
             url: url.to_owned(),

@@ -5,7 +5,7 @@
 use crate::env::Env;
 use crate::error::Error;
 use crate::source::{IdToken, IdTokenSource};
-use crate::transport::{self, read_body, refused, unreachable};
+use crate::transport::{self, refused, success_body, unreachable};
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 use std::time::Duration;
@@ -84,18 +84,13 @@ impl MetadataServer {
             .send()
             .await
             .map_err(|e| unreachable(SERVICE, &url, e))?;
-        let status = response.status();
-        let flavored = has_google_flavor(&response);
-        let body = read_body(SERVICE, &url, response).await?;
-        if !flavored {
+        if !has_google_flavor(&response) {
             return Err(Error::NotMetadataServer {
+                status: response.status().as_u16(),
                 url,
-                status: status.as_u16(),
             });
         }
-        if !status.is_success() {
-            return Err(refused(SERVICE, &url, status.as_u16(), &body));
-        }
+        let body = success_body(SERVICE, &url, response).await?;
         let text = std::str::from_utf8(&body).map_err(|_| Error::BadAnswer {
             service: SERVICE,
             url: url.clone(),

@@ -108,6 +108,30 @@ pub(crate) async fn read_body(
     }
 }
 
+/// The body of a 2xx answer (see [`read_body`]), or, for any other status, `Refused` with as
+/// much of the body as fits in [`MAX_ANSWER_BYTES`]: an error page past the limit (a load
+/// balancer's, a portal's) is still reported as the refusal it is, by its status.
+pub(crate) async fn success_body(
+    service: &'static str,
+    url: &str,
+    mut response: reqwest::Response,
+) -> Result<Vec<u8>, Error> {
+    let status = response.status();
+    if status.is_success() {
+        return read_body(service, url, response).await;
+    }
+    let mut body = Vec::new();
+    // Whatever arrives before the limit or a failure: the status is the report.
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = MAX_ANSWER_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Err(refused(service, url, status.as_u16(), &body))
+}
+
 /// `Refused` for an error status, with the OAuth error fields when the body has them.
 pub(crate) fn refused(service: &'static str, url: &str, status: u16, body: &[u8]) -> Error {
     let mut oauth = OAuthError::default();

@@ -336,3 +336,25 @@ mod never_panics {
         }
     }
 }
+
+/// A front that answers an outage with a big HTML page (a load balancer's, a captive
+/// portal's): the refusal's status is what the user needs, not "answer too large".
+#[tokio::test]
+async fn an_error_answer_larger_than_the_limit_is_still_reported_as_the_refusal_it_is() {
+    async fn outage() -> Response {
+        let page = format!(
+            "<html><body>Service Unavailable{}</body></html>",
+            " ".repeat(200 * 1024)
+        );
+        (StatusCode::SERVICE_UNAVAILABLE, page).into_response()
+    }
+    let addr = serve(Router::new().route("/token", post(outage))).await;
+    let token_uri = format!("http://{addr}/token");
+    let (source, _file) = source_for(&token_uri).await;
+    let error = source.mint("https://receiver.example").await.unwrap_err();
+    match &error {
+        Error::Refused { status, .. } => assert_eq!(*status, 503, "{error}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(error.to_string().contains("Service Unavailable"), "{error}");
+}
