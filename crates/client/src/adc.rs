@@ -33,7 +33,9 @@ impl Default for AdcOptions {
 }
 
 /// The first usable source in ADC order. A `GOOGLE_APPLICATION_CREDENTIALS` that is set but
-/// unusable is an error at once (as in google-auth), not a reason to fall through.
+/// unusable is an error at once (as in google-auth), not a reason to fall through; a
+/// `GCE_METADATA_HOST` that does not answer is passed over for the fallback hosts, with a
+/// warning, since their service account is another one.
 pub async fn application_default(
     env: &Env,
     options: &AdcOptions,
@@ -46,7 +48,8 @@ pub async fn application_default(
 
     let http = crate::transport::direct_http_client()?;
     let mut candidates: Vec<(String, String)> = Vec::new(); // (data host, ping URL)
-    match MetadataServer::host_from_env(env) {
+    let env_host = MetadataServer::host_from_env(env);
+    match env_host.clone() {
         Some(host) => {
             let base = crate::metadata::base_url(&host)?;
             candidates.push((host, format!("{base}/")));
@@ -66,13 +69,30 @@ pub async fn application_default(
         candidates.push((host.clone(), format!("{base}/")));
     }
 
-    for (host, ping) in candidates {
+    // The environment's server, when the variable names one, is the first candidate.
+    let mut env_host_failed = None;
+    for (index, (host, ping)) in candidates.into_iter().enumerate() {
         match ping_url(&http, &ping, options.ping_timeout).await {
             Ok(()) => {
+                if let Some(reason) = &env_host_failed {
+                    // Another server is another service account: whoever set the variable
+                    // expected that one's identity, so the switch is said, not made silently.
+                    tracing::warn!(
+                        using = %host,
+                        %reason,
+                        "GCE_METADATA_HOST does not answer; using a fallback metadata server (another identity)"
+                    );
+                }
                 tracing::debug!(%host, "using the metadata server");
                 return Ok(Box::new(MetadataServer::new(&host)?.with_http_client(http)));
             }
-            Err(error) => tried.push(error.to_string()), // names the server and its URL
+            Err(error) => {
+                let reason = error.to_string(); // names the server and its URL
+                if index == 0 && env_host.is_some() {
+                    env_host_failed = Some(reason.clone());
+                }
+                tried.push(reason);
+            }
         }
     }
     Err(Error::NoCredentials { tried })

@@ -514,3 +514,27 @@ async fn call_checks_its_arguments_before_minting_a_token() {
     }
     let _ = std::fs::remove_dir_all(missing.parent().unwrap());
 }
+
+/// A GCE_METADATA_HOST that does not answer falls through to the emulator (DESIGN §2's
+/// order), whose default service account is another identity than the one that host would
+/// have given: never silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_says_when_gce_metadata_host_does_not_answer_and_the_emulator_mints_instead() {
+    let idp = Idp::start("adc-fallthrough");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let mut cmd = command(&[
+        "token",
+        "--audience",
+        "https://receiver.example",
+        "--idp",
+        &idp.url,
+    ]);
+    cmd.env("GCE_METADATA_HOST", &dead);
+    let out = run(cmd).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("GCE_METADATA_HOST") && err.contains(&dead),
+        "no word of the fall-through: {err}"
+    );
+}
