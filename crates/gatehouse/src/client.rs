@@ -213,23 +213,27 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         eprintln!("> {method} {}", args.url);
     }
     let sent = Instant::now();
-    let response = request.send().await?;
+    let mut response = request.send().await?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .with_context(|| format!("reading the answer of {}", args.url))?;
     if args.verbose {
-        eprintln!(
-            "< {} ({} bytes) in {} ms",
-            status,
-            body.len(),
-            sent.elapsed().as_millis()
-        );
+        eprintln!("< {status} in {} ms", sent.elapsed().as_millis());
     }
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&body)?;
-    stdout.flush()?;
+    // Written as it arrives, as curl does: a stream (server-sent events, a long report) is
+    // seen while it runs, and a large answer is never held whole in memory.
+    let mut received = 0usize;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .with_context(|| format!("reading the answer of {}", args.url))?
+    {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&chunk)?;
+        stdout.flush()?;
+        received += chunk.len();
+    }
+    if args.verbose {
+        eprintln!("* {received} bytes in {} ms", sent.elapsed().as_millis());
+    }
     if status.is_client_error() || status.is_server_error() {
         if !args.verbose {
             eprintln!("gatehouse: {} answered {status}", args.url);

@@ -538,3 +538,46 @@ async fn token_says_when_gce_metadata_host_does_not_answer_and_the_emulator_mint
         "no word of the fall-through: {err}"
     );
 }
+
+/// "curl with a token" shows a streamed answer (server-sent events, a long report) as it
+/// comes, not when the receiver finally closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_prints_a_streamed_answer_as_it_arrives() {
+    let idp = Idp::start("stream");
+    // Plain TCP: the first chunk at once, the end of the answer only much later.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut request = [0u8; 8192];
+        let _ = socket.read(&mut request).await;
+        let _ = socket
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n\
+                  c\r\ndata: first\n\r\n",
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let _ = socket.write_all(b"0\r\n\r\n").await;
+    });
+    let mut child = command(&["call", &url, "--metadata", &idp.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = [0u8; 12];
+        let read = std::io::Read::read_exact(&mut out, &mut first).map(|()| first);
+        let _ = tx.send(read);
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = first
+        .expect("nothing printed 10 s after the first event arrived")
+        .unwrap();
+    assert_eq!(&first, b"data: first\n");
+}
