@@ -141,8 +141,13 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn tls_with_rustls() {
+/// A gateway serving TLS with a new self-signed certificate for `localhost`, `extra` added
+/// to its configuration, in front of an echo route granting `members`: the gateway, the
+/// certificate, and the issuer.
+async fn tls_gateway(
+    extra: &str,
+    members: &[&str],
+) -> (Running, rcgen::CertifiedKey<rcgen::KeyPair>, Issuer) {
     let issuer = Issuer::start().await;
     let up = echo_upstream().await;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -150,12 +155,18 @@ async fn tls_with_rustls() {
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
     let gw = gateway(&format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n{}",
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n{extra}{}",
         dir.join("cert.pem").display(),
         dir.join("key.pem").display(),
-        checked_route(&issuer, up, &["allAuthenticatedUsers"])
+        checked_route(&issuer, up, members)
     ))
     .await;
+    (gw, cert, issuer)
+}
+
+#[tokio::test]
+async fn tls_with_rustls() {
+    let (gw, cert, issuer) = tls_gateway("", &["allAuthenticatedUsers"]).await;
     let c = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
         .resolve("localhost", gw.addr)
@@ -622,19 +633,8 @@ async fn http2_connections_that_open_no_stream_are_closed_whatever_they_send() {
 
 #[tokio::test]
 async fn tls_connections_that_say_nothing_are_closed_at_the_header_read_timeout() {
-    let issuer = Issuer::start().await;
-    let up = echo_upstream().await;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = temp_dir();
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    let gw = gateway(&format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[timeouts]\nheader_read_seconds = 0.5\n{}",
-        dir.join("cert.pem").display(),
-        dir.join("key.pem").display(),
-        checked_route(&issuer, up, &["allUsers"])
-    ))
-    .await;
+    let (gw, cert, _issuer) =
+        tls_gateway("[timeouts]\nheader_read_seconds = 0.5\n", &["allUsers"]).await;
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
     for alpn in [&[b"h2".to_vec()][..], &[]] {
