@@ -65,9 +65,6 @@ pub struct UpArgs {
 /// what is still open is cut: the other parts' in-flight requests end well within it.
 const STOP_MARGIN: Duration = Duration::from_secs(5);
 
-/// How long closing each database pool may take once the parts have stopped.
-const POOL_CLOSE_WAIT: Duration = Duration::from_secs(2);
-
 /// The MV3 extension's OAuth client (extension/README.md): its id is fixed by the
 /// manifest's key, so the emulator can name `https://<id>.chromiumapp.org/` as its redirect.
 pub const EXTENSION_CLIENT_ID: &str = "gatehouse-extension";
@@ -485,26 +482,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     tasks.abort_all();
     maintenance.abort();
-    // A connection a stopped part left open may still hold the pool; the databases
-    // survive a close cut short (SQLite replays its WAL at the next start).
-    if tokio::time::timeout(POOL_CLOSE_WAIT, votes.close())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            severity = "WARNING",
-            "the votes database did not close in time"
-        );
-    }
-    if tokio::time::timeout(POOL_CLOSE_WAIT, idp_store.close())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            severity = "WARNING",
-            "the emulator's database did not close in time"
-        );
-    }
+    crate::vote::close_in_time(votes.close(), "the votes database").await;
+    crate::vote::close_in_time(idp_store.close(), "the emulator's database").await;
     match failure {
         Some(e) => Err(e),
         None => Ok(ExitCode::SUCCESS),
