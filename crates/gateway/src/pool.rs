@@ -61,7 +61,8 @@ pub(crate) struct Http1Pool {
     connector: HttpConnector,
     /// Per origin, oldest first. A list searched in order, not a hash map: a worker talks
     /// to a handful of origins, and hashing an `Authority` (byte by byte, lowercased) cost
-    /// more than the rest of taking and returning a connection.
+    /// more than the rest of taking and returning a connection. Origins are told apart by
+    /// their spelling (see [`same_origin`]).
     idle: parking_lot::Mutex<Vec<(Authority, VecDeque<Idle>)>>,
 }
 
@@ -192,7 +193,7 @@ impl Http1Pool {
     /// The most recently used idle connection still open, and how long it was idle.
     fn take(&self, origin: &Authority) -> Option<(Conn, Duration)> {
         let mut idle = self.idle.lock();
-        let (_, list) = idle.iter_mut().find(|(o, _)| o == origin)?;
+        let (_, list) = idle.iter_mut().find(|(o, _)| same_origin(o, origin))?;
         while let Some(entry) = list.pop_back() {
             let idle_for = entry.since.elapsed();
             if idle_for < IDLE_FOR && entry.conn.is_open() {
@@ -208,7 +209,7 @@ impl Http1Pool {
         conn.drop_buffer();
         let now = Instant::now();
         let mut idle = self.idle.lock();
-        let at = match idle.iter().position(|(o, _)| *o == origin) {
+        let at = match idle.iter().position(|(o, _)| same_origin(o, &origin)) {
             Some(at) => at,
             None => {
                 idle.push((origin, VecDeque::new()));
@@ -241,6 +242,13 @@ impl Http1Pool {
     fn idle_count(&self) -> usize {
         self.idle.lock().iter().map(|(_, list)| list.len()).sum()
     }
+}
+
+/// Byte for byte, not `Authority`'s comparison (case-insensitive, a byte at a time): the
+/// origins come from the configuration's upstream URLs, so one upstream is one spelling, and
+/// two spellings of one host only keep two lists.
+fn same_origin(a: &Authority, b: &Authority) -> bool {
+    a.as_str() == b.as_str()
 }
 
 /// Whether a request may be sent twice: an idempotent method (RFC 9110 §9.2.2).
