@@ -72,6 +72,8 @@ where
     let mut out = Vec::with_capacity(OUT_ROOM);
     // The last answer's header map, emptied: the next request's comes in it, as hyper does.
     let mut spare = None;
+    // The waker this task last gave the watchdog (see `Watched::order_for`).
+    let mut registered = None;
     loop {
         let (request, wants_close) = loop {
             if !read.is_empty() {
@@ -89,7 +91,7 @@ where
                     }
                 }
             }
-            let filled = poll_fn(|cx| match watched.order(cx) {
+            let filled = poll_fn(|cx| match watched.order_for(&mut registered, cx) {
                 Order::Close => Poll::Ready(Ok(0)),
                 // Between requests, a drain closes at once (hyper's graceful shutdown does).
                 Order::Drain if read.is_empty() => Poll::Ready(Ok(0)),
@@ -110,7 +112,7 @@ where
                     if let Poll::Ready(response) = pending.as_mut().poll(cx) {
                         return Poll::Ready(Some(response));
                     }
-                    if watched.order(cx) == Order::Close {
+                    if watched.order_for(&mut registered, cx) == Order::Close {
                         return Poll::Ready(None);
                     }
                     // Watch for the client hanging up; bytes it sends meanwhile (a pipelined

@@ -21,7 +21,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
@@ -255,6 +255,22 @@ impl Watched {
         self.current()
     }
 
+    /// As [`order`](Watched::order), for the one task that serves this connection, keeping
+    /// `registered` between polls: a waker that wakes the task last registered is not
+    /// registered again (two atomic operations each time; the HTTP/1.1 loop polls its
+    /// connection four times a request, always with the same waker). The registration
+    /// stands while the order is `Serve`: only a new order takes it (and wakes it), and an
+    /// order given is never taken back.
+    pub(crate) fn order_for(&self, registered: &mut Option<Waker>, cx: &Context<'_>) -> Order {
+        let order = self.current();
+        if order == Order::Serve && registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return order;
+        }
+        self.waker.register(cx.waker());
+        *registered = Some(cx.waker().clone());
+        self.current()
+    }
+
     /// The watchdog's order as it stands, without waiting on it.
     pub(crate) fn current(&self) -> Order {
         Order::from_u8(self.order.load(Ordering::Acquire))
@@ -431,7 +447,6 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Waker;
 
     const HOUR: Duration = Duration::from_secs(3600);
 
@@ -451,6 +466,61 @@ mod tests {
 
     fn order_of(watched: &Watched) -> Order {
         watched.order(&Context::from_waker(Waker::noop()))
+    }
+
+    /// A waker counting its wakes.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_waker_kept_between_polls_is_woken_by_every_order() {
+        let (dog, _task, _stop_tx) = watchdog(HOUR, 24 * HOUR);
+        let watched = dog.watch(LateHead::Close);
+        let counted = Arc::new(Counted(Default::default()));
+        let waker = Waker::from(counted.clone());
+        let cx = Context::from_waker(&waker);
+        let mut registered = None;
+        // Registered once, then recognised: no new registration.
+        assert_eq!(watched.order_for(&mut registered, &cx), Order::Serve);
+        assert_eq!(watched.order_for(&mut registered, &cx), Order::Serve);
+        dog.drain_all();
+        assert_eq!(
+            counted.0.load(Ordering::SeqCst),
+            1,
+            "the drain woke the task"
+        );
+        // The wake took the registration; a poll in the new order registers again, so the
+        // next order wakes the task too.
+        assert_eq!(watched.order_for(&mut registered, &cx), Order::Drain);
+        watched.give(Order::Close);
+        assert_eq!(
+            counted.0.load(Ordering::SeqCst),
+            2,
+            "the close woke the task"
+        );
+        // Another task's waker is registered in place of the one kept.
+        let other = Arc::new(Counted(Default::default()));
+        let other_waker = Waker::from(other.clone());
+        let (dog, _task, _stop_tx) = watchdog(HOUR, 24 * HOUR);
+        let watched = dog.watch(LateHead::Close);
+        let mut registered = None;
+        assert_eq!(watched.order_for(&mut registered, &cx), Order::Serve);
+        assert_eq!(
+            watched.order_for(&mut registered, &Context::from_waker(&other_waker)),
+            Order::Serve
+        );
+        dog.drain_all();
+        assert_eq!(
+            other.0.load(Ordering::SeqCst),
+            1,
+            "the waker registered last is woken"
+        );
+        assert_eq!(counted.0.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
