@@ -232,12 +232,19 @@ fn stall_requests(ports: &[u16]) -> Vec<std::net::TcpStream> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_signal_stops_up_at_once_whatever_is_still_draining() {
-    let (mut up, idp, caller) = start_up("up-second-signal").await;
-    let _stalled = stall_requests(&[idp, caller]);
+/// `up` started, a request half-sent to the emulator and to the caller service and left so,
+/// then SIGTERM: the stalled connections are returned, to be held open.
+async fn terminated_while_stalled(label: &str) -> (Up, Vec<std::net::TcpStream>) {
+    let (up, idp, caller) = start_up(label).await;
+    let stalled = stall_requests(&[idp, caller]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&up, "TERM");
+    (up, stalled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_up_at_once_whatever_is_still_draining() {
+    let (mut up, _stalled) = terminated_while_stalled("up-second-signal").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     signal(&up, "INT");
     let status = exits_within(&mut up, Duration::from_secs(5)).await;
@@ -249,10 +256,7 @@ async fn a_second_signal_stops_up_at_once_whatever_is_still_draining() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_stops_within_the_drain_deadline_though_a_client_never_finishes_its_request() {
-    let (mut up, idp, caller) = start_up("up-stalled-stop").await;
-    let _stalled = stall_requests(&[idp, caller]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    signal(&up, "TERM");
+    let (mut up, _stalled) = terminated_while_stalled("up-stalled-stop").await;
     // The gateway's grace period (30 s) and a little more; the stalled clients stay
     // connected past it.
     let status = exits_within(&mut up, Duration::from_secs(45)).await;

@@ -57,6 +57,16 @@ async fn setup(reject_first: usize) -> (AuthorizedClient, String, Receiver, Coun
         MetadataServer::new(&metadata.to_string()).unwrap(),
         Arc::new(pinned.clone()),
     );
+    let (client, url, receiver) = receiving(cache, reject_first).await;
+    (client, url, receiver, mints)
+}
+
+/// A receiver answering 401 to its first `reject_first` requests, and a client calling it
+/// with tokens from `cache`: the client, the receiver's URL, and the receiver.
+async fn receiving(
+    cache: Arc<TokenCache>,
+    reject_first: usize,
+) -> (AuthorizedClient, String, Receiver) {
     let receiver = Receiver {
         reject_first,
         ..Receiver::default()
@@ -68,7 +78,7 @@ async fn setup(reject_first: usize) -> (AuthorizedClient, String, Receiver, Coun
     )
     .await;
     let client = AuthorizedClient::new(cache).unwrap();
-    (client, format!("http://{addr}"), receiver, mints)
+    (client, format!("http://{addr}"), receiver)
 }
 
 #[tokio::test]
@@ -211,21 +221,11 @@ async fn a_401_whose_retry_cannot_get_a_token_returns_the_receivers_answer() {
         },
         Arc::new(pinned),
     );
-    let receiver = Receiver {
-        reject_first: usize::MAX,
-        ..Receiver::default()
-    };
-    let addr = serve(
-        Router::new()
-            .fallback(any(receive))
-            .with_state(receiver.clone()),
-    )
-    .await;
-    let client = AuthorizedClient::new(cache).unwrap();
+    let (client, url, receiver) = receiving(cache, usize::MAX).await;
     // The receiver's 401 is what happened; the token service's outage is only why there
     // was no second try.
     let response = client
-        .get(&format!("http://{addr}/"))
+        .get(&format!("{url}/"))
         .send()
         .await
         .expect("the receiver's answer, not the retry's token error");
