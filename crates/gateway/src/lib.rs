@@ -8,6 +8,7 @@
 //! - [`proxy`]: streaming forwarding to the upstream, WebSocket upgrades;
 //! - `pool`: a worker's plain HTTP/1.1 upstream connections;
 //! - `exchange`: one HTTP/1.1 exchange on such a connection (request out, answer framed in);
+//! - `h2c`: a worker's HTTP/2 (prior knowledge) upstream connections, one per origin;
 //! - [`assertion`]: IAP-shaped ES256 assertions, cached per identity and route;
 //! - [`server`]: listeners, TLS, limits, graceful shutdown and reload;
 //! - `http1`: the plain HTTP/1.1 request served without hyper, everything else handed to it.
@@ -17,6 +18,7 @@ pub mod config;
 mod cors;
 mod endpoints;
 mod exchange;
+mod h2c;
 mod headers;
 mod http1;
 mod idle;

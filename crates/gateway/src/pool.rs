@@ -149,7 +149,8 @@ impl Http1Pool {
         upstream: &Uri,
         request: Request<Body>,
     ) -> Result<Response<Body>, PoolError> {
-        let (mut sender, connection) = http1::handshake(self.open(upstream).await?).await?;
+        let (mut sender, connection) =
+            http1::handshake(open(&self.connector, upstream).await?).await?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%error, "upstream connection ended with an error");
@@ -160,17 +161,9 @@ impl Http1Pool {
     }
 
     async fn connect(&self, upstream: &Uri) -> Result<Conn, PoolError> {
-        Ok(Conn::new(self.open(upstream).await?.into_inner()))
-    }
-
-    /// A new TCP connection to `upstream`'s origin (connect timeout, `TCP_NODELAY`,
-    /// keep-alive probes as the connector is set).
-    async fn open(&self, upstream: &Uri) -> Result<TokioIo<TcpStream>, PoolError> {
-        self.connector
-            .clone()
-            .call(upstream.clone())
-            .await
-            .map_err(|e| PoolError::Connect(e.into()))
+        Ok(Conn::new(
+            open(&self.connector, upstream).await?.into_inner(),
+        ))
     }
 
     fn home(self: &Arc<Self>, origin: Authority) -> Home {
@@ -242,6 +235,19 @@ impl Http1Pool {
     fn idle_count(&self) -> usize {
         self.idle.lock().iter().map(|(_, list)| list.len()).sum()
     }
+}
+
+/// A new TCP connection to `upstream`'s origin (connect timeout, `TCP_NODELAY`, keep-alive
+/// probes as the connector is set).
+pub(crate) async fn open(
+    connector: &HttpConnector,
+    upstream: &Uri,
+) -> Result<TokioIo<TcpStream>, PoolError> {
+    connector
+        .clone()
+        .call(upstream.clone())
+        .await
+        .map_err(|e| PoolError::Connect(e.into()))
 }
 
 /// Byte for byte, not `Authority`'s comparison (case-insensitive, a byte at a time): the

@@ -3,6 +3,7 @@
 //! upstream timeout, and protocol upgrades (WebSocket) tunnelled byte for byte.
 
 use crate::config::{Limits, Timeouts};
+use crate::h2c::H2cPool;
 use crate::headers;
 use crate::pool::{Http1Pool, PoolError};
 use crate::server::Shared;
@@ -11,7 +12,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{StatusCode, Version};
 use http_body_util::{BodyExt as _, Limited};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -30,8 +31,8 @@ use tokio_rustls::rustls;
 /// One per worker: its connections are driven by that worker's event loop.
 #[derive(Debug, Clone)]
 pub(crate) struct Upstreams {
-    pub(crate) http1: Arc<Http1Pool>,
-    h2c: Client<HttpConnector, Body>,
+    http1: Arc<Http1Pool>,
+    h2c: Arc<H2cPool>,
     https: Client<HttpsConnector<HttpConnector>, Body>,
     https_http1: Client<HttpsConnector<HttpConnector>, Body>,
 }
@@ -64,10 +65,17 @@ impl Upstreams {
         };
         Upstreams {
             http1: Arc::new(Http1Pool::new(connector.clone())),
-            h2c: base().http2_only(true).build(connector),
+            h2c: Arc::new(H2cPool::new(connector)),
             https: base().build(https),
             https_http1: base().build(https_http1),
         }
+    }
+
+    /// Lets go of the pools' connections past their idle time (hyper-util's clients sweep
+    /// their own).
+    pub(crate) fn sweep(&self) {
+        self.http1.sweep();
+        self.h2c.sweep();
     }
 }
 
@@ -87,8 +95,15 @@ fn upstream_target(base: &Uri, request_uri: &Uri) -> Result<PathAndQuery, http::
     }
 }
 
-fn absolute(base: &Uri, target: PathAndQuery) -> Result<Uri, http::Error> {
+fn absolute(
+    base: &Uri,
+    authority: Option<Authority>,
+    target: PathAndQuery,
+) -> Result<Uri, http::Error> {
     let mut parts = base.clone().into_parts();
+    if authority.is_some() {
+        parts.authority = authority;
+    }
     parts.path_and_query = Some(target);
     Ok(Uri::from_parts(parts)?)
 }
@@ -122,15 +137,21 @@ pub(crate) async fn forward(
     let route = &ctx.route;
     let tls_upstream = route.config.upstream.scheme() == Some(&Scheme::HTTPS);
     let upgrade = ctx.hop.websocket;
-    // hyper-util's pooled clients (h2c, TLS) take an absolute URL; the worker's pool the
-    // target alone. A WebSocket handshake to an h2c upstream goes as HTTP/1.1 on a
-    // connection of its own (hyper's HTTP/2 client drops `Upgrade`, and RFC 8441's
-    // extended CONNECT is not spoken here); a prior-knowledge h2c server speaks HTTP/1.1
-    // too.
-    let pooled_by_hyper_util = tls_upstream || (route.config.upstream_h2c && !upgrade);
+    // A WebSocket handshake to an h2c upstream goes as HTTP/1.1 on a connection of its own
+    // (hyper's HTTP/2 client drops `Upgrade`, and RFC 8441's extended CONNECT is not spoken
+    // here); a prior-knowledge h2c server speaks HTTP/1.1 too. (The configuration refuses
+    // h2c to an `https://` upstream.)
+    let h2c = route.config.upstream_h2c && !upgrade;
+    // hyper's clients (h2c, TLS) take an absolute URL; the worker's HTTP/1.1 pool the target
+    // alone. Over h2c the URL's authority is `:authority`: the host the client asked for, as
+    // an HTTP/1.1 upstream gets it in `Host`.
+    let through_hyper = tls_upstream || h2c;
     let uri = match upstream_target(&route.config.upstream, request.uri()).and_then(|target| {
-        if pooled_by_hyper_util {
-            absolute(&route.config.upstream, target)
+        if h2c {
+            let asked = Authority::try_from(ctx.host.as_bytes()).ok();
+            absolute(&route.config.upstream, asked, target)
+        } else if through_hyper {
+            absolute(&route.config.upstream, None, target)
         } else {
             Ok(Uri::from(target))
         }
@@ -172,7 +193,7 @@ pub(crate) async fn forward(
     );
     // The worker's pool writes the added fields into the head it sends; hyper's clients
     // (and the pool's upgrades, sent through hyper) take them in the map.
-    if pooled_by_hyper_util || upgrade {
+    if through_hyper || upgrade {
         headers::insert_added(&mut parts.headers, std::mem::take(&mut added));
     }
     if tls_upstream {
@@ -186,7 +207,7 @@ pub(crate) async fn forward(
     let limited = Limited::new(body, clamp_usize(limits.max_body_bytes));
     // Trailers are headers too: none may claim an identity or a hop's business. (An
     // HTTP/1.1 upstream gets none: `Trailer` is hop-by-hop and gone.)
-    let limited = if pooled_by_hyper_util {
+    let limited = if through_hyper {
         Body::new(limited.map_frame(|frame| match frame.into_trailers() {
             Ok(mut trailers) => {
                 headers::strip_identity(&mut trailers, false);
@@ -204,7 +225,7 @@ pub(crate) async fn forward(
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = parts.headers;
     *outgoing.version_mut() = Version::HTTP_11;
-    if route.config.upstream_h2c && !upgrade {
+    if h2c {
         *outgoing.version_mut() = Version::HTTP_2;
         outgoing.headers_mut().remove(header::HOST);
     }
@@ -235,13 +256,17 @@ pub(crate) async fn forward(
         }
     };
     let answer = async {
-        if pooled_by_hyper_util {
-            let pending = if tls_upstream && upgrade {
+        if h2c {
+            upstreams
+                .h2c
+                .send(&route.config.upstream, outgoing)
+                .await
+                .map_err(BoxError::from)
+        } else if tls_upstream {
+            let pending = if upgrade {
                 upstreams.https_http1.request(outgoing)
-            } else if tls_upstream {
-                upstreams.https.request(outgoing)
             } else {
-                upstreams.h2c.request(outgoing)
+                upstreams.https.request(outgoing)
             };
             pending
                 .await
@@ -470,7 +495,7 @@ mod tests {
     #[test]
     fn upstream_uri_joins_base_path_and_query() {
         let upstream_uri = |base: &Uri, req: &Uri| {
-            upstream_target(base, req).and_then(|target| absolute(base, target))
+            upstream_target(base, req).and_then(|target| absolute(base, None, target))
         };
         let base: Uri = "http://127.0.0.1:9000/base/".parse().unwrap();
         let req: Uri = "/x/y?q=1".parse().unwrap();
@@ -489,6 +514,13 @@ mod tests {
         assert_eq!(
             upstream_target(&base, &"/a?b".parse().unwrap()).unwrap(),
             "/a?b"
+        );
+        // The authority asked for (h2c's `:authority`) in place of the upstream's.
+        let target = upstream_target(&base, &"/a?b".parse().unwrap()).unwrap();
+        let asked = Authority::from_static("app.example:8443");
+        assert_eq!(
+            absolute(&base, Some(asked), target).unwrap().to_string(),
+            "http://app.example:8443/a?b"
         );
     }
 }

@@ -404,14 +404,14 @@ impl Worker {
                 }
             };
             let upstreams = Arc::new(Upstreams::new(&shared.timeouts, &shared.upstream_tls));
-            let pool = Arc::downgrade(&upstreams.http1);
+            let pools = Arc::downgrade(&upstreams);
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_secs(30));
                 every.tick().await;
                 loop {
                     every.tick().await;
-                    match pool.upgrade() {
-                        Some(pool) => pool.sweep(),
+                    match pools.upgrade() {
+                        Some(pools) => pools.sweep(),
                         None => return,
                     }
                 }

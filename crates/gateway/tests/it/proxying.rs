@@ -161,6 +161,77 @@ async fn h2c_from_clients_and_to_upstreams() {
     assert_eq!(h2.get(gw.url("/x")).send().await.unwrap().status(), 401);
 }
 
+/// An h2c upstream recording, per request, the URL it was asked for (its authority is
+/// `:authority`) and the port of the connection it came on.
+async fn h2c_recording_upstream() -> (SocketAddr, Arc<std::sync::Mutex<Vec<(String, u16)>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let router = axum::Router::new().fallback({
+        let seen = seen.clone();
+        move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+              request: axum::extract::Request| {
+            let seen = seen.clone();
+            async move {
+                assert_eq!(request.version(), http::Version::HTTP_2);
+                seen.lock()
+                    .unwrap()
+                    .push((request.uri().to_string(), peer.port()));
+                "ok"
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, seen)
+}
+
+/// Over h2c the app sees the host the client asked for, as `:authority`, as an HTTP/1.1
+/// app sees it in `Host`; and the upstream connection is the route's, whatever hosts the
+/// clients name (a pool keyed by the asked host would open one per name). Before the h2c
+/// pool of its own, the upstream saw its own address as `:authority`.
+#[tokio::test]
+async fn an_h2c_upstream_sees_the_asked_host_on_one_connection() {
+    let (up, seen) = h2c_recording_upstream().await;
+    let gw = gateway(&format!(
+        "workers = 1\n[[route]]\nupstream = \"http://{up}\"\nupstream_h2c = true\nallow = [\"allUsers\"]\n"
+    ))
+    .await;
+    let c = client();
+    for i in 0..12 {
+        let r = c
+            .get(gw.url(&format!("/n/{i}?q=1")))
+            .header("host", format!("app-{i}.example:8443"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Without a `Host` (HTTP/1.0), the upstream's own authority.
+    let mut raw = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    raw.write_all(b"GET /bare HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let seen = seen.lock().unwrap().clone();
+    let urls: Vec<&str> = seen.iter().map(|(url, _)| url.as_str()).collect();
+    let mut expected: Vec<String> = (0..12)
+        .map(|i| format!("http://app-{i}.example:8443/n/{i}?q=1"))
+        .collect();
+    expected.push(format!("http://{up}/bare"));
+    assert_eq!(urls, expected);
+    let connections: std::collections::HashSet<u16> = seen.iter().map(|(_, port)| *port).collect();
+    assert_eq!(connections.len(), 1, "upstream connections: {seen:?}");
+}
+
 #[tokio::test]
 async fn limits_timeouts_and_upstream_failures() {
     let issuer = Issuer::start().await;
