@@ -102,11 +102,17 @@ bench_nginx_start() { # dir [cpus]
   bench_pids+=($!)
 }
 
-# The trivial upstream on UPSTREAM_PORT and, with PROXY_PORT, the baseline proxy to it, in
-# one nginx.
+# The trivial upstream on UPSTREAM_PORT and, with PROXY_PORT, the baseline proxy to it, an
+# nginx of its own (in DIR-proxy), as the gateway is a process apart from the upstream: in
+# one nginx, a worker would serve a proxied request and the upstream's answer to it in one
+# pass of its event loop, without waking another process.
 bench_nginx() { # dir upstream-port [proxy-port]
-  bench_nginx_conf "$1" yes "$2" "${3:-}"
+  bench_nginx_conf "$1" yes "$2"
   bench_nginx_start "$1"
+  if [[ -n ${3:-} ]]; then
+    bench_nginx_conf "$1-proxy" no "$2" "$3"
+    bench_nginx_start "$1-proxy"
+  fi
 }
 
 # A gateway config: one route to the upstream, the token's issuer with its JWKS URL, any
