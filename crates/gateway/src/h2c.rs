@@ -32,6 +32,9 @@ pub(crate) struct H2cPool {
 #[derive(Default)]
 struct Slot {
     sender: Option<SendRequest<Body>>,
+    /// Counts the connections opened: a request that lost one replaces it only if no other
+    /// request has already.
+    opened: u64,
     used: Option<Instant>,
 }
 
@@ -61,7 +64,7 @@ impl H2cPool {
     ) -> Result<Response<Body>, PoolError> {
         let origin = upstream.authority().ok_or(PoolError::NoAuthority)?;
         let slot = self.slot(origin);
-        let (mut sender, reused) = self.sender(&slot, upstream).await?;
+        let (mut sender, reused, opened) = self.sender(&slot, upstream, None).await?;
         let request = match sender.try_send_request(request).await {
             Ok(response) => return Ok(response.map(Body::new)),
             Err(mut refused) => match refused.take_message() {
@@ -70,7 +73,7 @@ impl H2cPool {
             },
         };
         tracing::debug!(upstream = %origin, "upstream h2c connection closed under a request; sending it on a new one");
-        let mut sender = self.connect(&slot, upstream).await?;
+        let (mut sender, ..) = self.sender(&slot, upstream, Some(opened)).await?;
         let response = sender.send_request(request).await?;
         Ok(response.map(Body::new))
     }
@@ -85,33 +88,27 @@ impl H2cPool {
         slot
     }
 
-    /// The origin's open connection and `true`, or a new one and `false`.
+    /// The origin's open connection and `true`, or a new one and `false`, with the
+    /// connection's number. `lost` is the number of a connection that closed under a
+    /// request: it is replaced even if it does not know it is closed yet.
     async fn sender(
         &self,
         slot: &tokio::sync::Mutex<Slot>,
         upstream: &Uri,
-    ) -> Result<(SendRequest<Body>, bool), PoolError> {
+        lost: Option<u64>,
+    ) -> Result<(SendRequest<Body>, bool, u64), PoolError> {
         let mut held = slot.lock().await;
         held.used = Some(Instant::now());
+        let current = held.opened;
         if let Some(sender) = held.sender.as_ref().filter(|s| !s.is_closed()) {
-            return Ok((sender.clone(), true));
+            if lost != Some(current) {
+                return Ok((sender.clone(), true, current));
+            }
         }
         let sender = self.handshake(upstream).await?;
         held.sender = Some(sender.clone());
-        Ok((sender, false))
-    }
-
-    /// A new connection for the origin in place of the one it had.
-    async fn connect(
-        &self,
-        slot: &tokio::sync::Mutex<Slot>,
-        upstream: &Uri,
-    ) -> Result<SendRequest<Body>, PoolError> {
-        let mut held = slot.lock().await;
-        let sender = self.handshake(upstream).await?;
-        held.sender = Some(sender.clone());
-        held.used = Some(Instant::now());
-        Ok(sender)
+        held.opened += 1;
+        Ok((sender, false, held.opened))
     }
 
     async fn handshake(&self, upstream: &Uri) -> Result<SendRequest<Body>, PoolError> {
