@@ -224,6 +224,19 @@ async fn slow_answer() -> axum::response::Response {
 
 #[tokio::test]
 async fn upstream_outage_is_502_without_hangs_and_recovers_on_the_same_port() {
+    outage_and_recovery("").await;
+}
+
+/// The same over h2c: the worker's one connection to the upstream, gone with it, is
+/// replaced once the upstream is back.
+#[tokio::test]
+async fn an_h2c_upstream_outage_is_502_without_hangs_and_recovers_on_the_same_port() {
+    outage_and_recovery("upstream_h2c = true\n").await;
+}
+
+/// An upstream (the route's `options` set) dies under a request and while requests come,
+/// then comes back on its port.
+async fn outage_and_recovery(options: &str) {
     let issuer = Issuer::start().await;
     let mut upstream = Restartable::start(
         Router::new()
@@ -231,12 +244,8 @@ async fn upstream_outage_is_502_without_hangs_and_recovers_on_the_same_port() {
             .fallback(|| async { "up" }),
     )
     .await;
-    let gw = gateway(&checked_route(
-        &issuer,
-        upstream.addr,
-        &["allAuthenticatedUsers"],
-    ))
-    .await;
+    let route = checked_route(&issuer, upstream.addr, &["allAuthenticatedUsers"]);
+    let gw = gateway(&format!("{route}{options}")).await;
     let token = issuer.token("alice@example.com");
     let c = client();
     let burst = |path: &'static str| {
