@@ -115,6 +115,39 @@ bench_nginx() { # dir upstream-port [proxy-port]
   fi
 }
 
+# A second baseline, in DIR on PORT: nginx proxying to UPSTREAM_PORT without
+# authentication but sending the upstream the request the gateway BINARY sends for one
+# carrying HEADER (its identity and forwarding headers, the token with its signature
+# removed), captured by bench/gateway/headers.py through a gateway of its own (a route with
+# the issuer and audience given) and set as static `proxy_set_header` values. It tells the
+# proxy's own cost from the cost, to the upstream, of what the gateway must send.
+bench_nginx_same() { # dir upstream-port port binary issuer jwks-url audience header
+  local dir=$1 up=$2 port=$3 binary=$4 capture gw capturing capturer
+  capture=$(bench_port) gw=$(bench_port)
+  mkdir -p "$dir"
+  bench_gateway_toml "$gw" "$capture" "$5" "$6" "$7" 16384 >"$dir/capture.toml"
+  python3 "$root/bench/gateway/headers.py" "$capture" "$dir/upstream-headers" & capturing=$!
+  for _ in $(seq 1 400); do [[ -e $dir/upstream-headers.listening ]] && break; sleep 0.05; done
+  RUST_LOG=warn "$binary" proxy --config "$dir/capture.toml" >/dev/null & capturer=$!
+  bench_pids+=("$capturer")
+  bench_wait_for "http://127.0.0.1:$gw/_gatehouse/readyz"
+  curl -fsS -o /dev/null -H "User-Agent:" -H "Accept:" -H "$8" "http://127.0.0.1:$gw/"
+  wait "$capturing" || bench_fail "the gateway's upstream request was not captured"
+  kill "$capturer"
+  # nginx replaces proxy_set_header lists per level, so the lines go beside the location's.
+  bench_nginx_conf "$dir" no "$up" "$port"
+  python3 - "$dir/nginx.conf" "$(cat "$dir/upstream-headers")" <<'PY'
+import sys
+path, lines = sys.argv[1:3]
+conf = open(path).read()
+anchor = 'proxy_set_header Connection "";'
+assert anchor in conf, "bench_nginx_conf's location changed"
+open(path, "w").write(conf.replace(anchor, f"{anchor} {lines}"))
+PY
+  bench_nginx_start "$dir"
+  bench_wait_for "http://127.0.0.1:$port/"
+}
+
 # A gateway config: one route to the upstream, the token's issuer with its JWKS URL, any
 # authenticated caller allowed. Access log off (RUST_LOG=warn when started).
 bench_gateway_toml() { # listen-port upstream-port issuer jwks-url audience cache-entries [route-line]
