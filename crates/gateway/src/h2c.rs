@@ -8,7 +8,7 @@
 //! chooses, a new upstream connection for every name it sends. Here the connection is the
 //! route's upstream's and the request's URL carries the client's host.
 
-use crate::pool::{PoolError, open};
+use crate::pool::{PoolError, open, same_origin};
 use axum::body::Body;
 use http::uri::Authority;
 use http::{Request, Response, Uri};
@@ -80,7 +80,7 @@ impl H2cPool {
 
     fn slot(&self, origin: &Authority) -> Arc<tokio::sync::Mutex<Slot>> {
         let mut origins = self.origins.lock();
-        if let Some((_, slot)) = origins.iter().find(|(o, _)| o.as_str() == origin.as_str()) {
+        if let Some((_, slot)) = origins.iter().find(|(o, _)| same_origin(o, origin)) {
             return slot.clone();
         }
         let slot = Arc::new(tokio::sync::Mutex::new(Slot::default()));
@@ -172,9 +172,12 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// An h2c server answering each connection's first request, then closing it gracefully
-    /// (`GOAWAY`); counts the connections accepted and those closed.
-    async fn one_request_a_connection() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    /// An h2c server answering "ok", each connection's first request only if
+    /// `close_after_answer` (then it closes it gracefully, with a `GOAWAY`); counts the
+    /// connections accepted and those closed.
+    async fn h2c_upstream(
+        close_after_answer: bool,
+    ) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -196,7 +199,7 @@ mod tests {
                     tokio::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}
-                        () = answered.notified() => {
+                        () = answered.notified(), if close_after_answer => {
                             conn.as_mut().graceful_shutdown();
                             let _ = conn.await;
                         }
@@ -218,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_replaced_and_an_idle_one_let_go() {
-        let (addr, accepted, closed) = one_request_a_connection().await;
+        let (addr, accepted, closed) = h2c_upstream(true).await;
         let upstream: Uri = format!("http://{addr}").parse().unwrap();
         let pool = H2cPool::new(HttpConnector::new());
         for n in 1..=3 {
@@ -241,7 +244,7 @@ mod tests {
         }
 
         // A connection kept open: let go once idle past its time, not before.
-        let (addr, accepted) = open_upstream().await;
+        let (addr, accepted, _) = h2c_upstream(false).await;
         let upstream: Uri = format!("http://{addr}").parse().unwrap();
         let pool = H2cPool::new(HttpConnector::new());
         for _ in 0..3 {
@@ -258,27 +261,5 @@ mod tests {
         assert_eq!(pool.connections(), Vec::<bool>::new());
         assert_eq!(pool.send(&upstream, get()).await.unwrap().status(), 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
-    }
-
-    /// An h2c server that keeps its connections; counts those accepted.
-    async fn open_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                let service = hyper::service::service_fn(|_: Request<_>| async {
-                    Ok::<_, std::convert::Infallible>(Response::new(Body::from("ok")))
-                });
-                tokio::spawn(
-                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
-                );
-            }
-        });
-        (addr, accepted)
     }
 }

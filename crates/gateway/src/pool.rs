@@ -253,7 +253,7 @@ pub(crate) async fn open(
 /// Byte for byte, not `Authority`'s comparison (case-insensitive, a byte at a time): the
 /// origins come from the configuration's upstream URLs, so one upstream is one spelling, and
 /// two spellings of one host only keep two lists.
-fn same_origin(a: &Authority, b: &Authority) -> bool {
+pub(crate) fn same_origin(a: &Authority, b: &Authority) -> bool {
     a.as_str() == b.as_str()
 }
 
